@@ -1,0 +1,31 @@
+# The two commands a new user needs: `make run` (install + the default pipeline) and `make test`.
+VENV  ?= .venv
+BIN   := $(VENV)/bin
+STAMP := .make/installed
+
+.PHONY: install run test lint format bench clean-runs
+
+$(STAMP): pyproject.toml scripts/install.sh
+	bash scripts/install.sh
+	@mkdir -p $(dir $@) && touch $@
+
+install: $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/dvc repro
+	$(BIN)/lowbit show-report reports/README.md
+
+test: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check lowbit tests
+	$(BIN)/ruff format --check lowbit tests
+
+format: $(STAMP)
+	$(BIN)/ruff format lowbit tests
+	$(BIN)/ruff check --fix lowbit tests
+
+bench: $(STAMP)
+	$(BIN)/lowbit bench overhead
+	$(BIN)/lowbit bench loader

@@ -1,0 +1,109 @@
+"""Quantized layers that *are* nn.Conv2d / nn.Linear.
+
+forward reads as a pipeline: quantize the input activation, quantize the weight, run
+the parent's operation. Parameter names are the parent's (`weight`, `bias`), so a float
+state dict loads unchanged; bias is never quantized (paper §3.1).
+"""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from lowbit.quant.quantizers import ClipActivation, DoReFaWeight, Quantizer
+
+
+class _QuantMixin:
+    """Shared construction from a float layer."""
+
+    w_quant: Quantizer
+    a_quant: Quantizer
+
+    def _attach(self, w_quant: Quantizer | None, a_quant: Quantizer | None) -> None:
+        self.w_quant = w_quant if w_quant is not None else DoReFaWeight()
+        self.a_quant = a_quant if a_quant is not None else ClipActivation()
+
+
+class QuantConv2d(nn.Conv2d, _QuantMixin):
+    """nn.Conv2d with a weight quantizer `w_quant` and an input quantizer `a_quant`."""
+
+    def __init__(
+        self,
+        *args: object,
+        w_quant: Quantizer | None = None,
+        a_quant: Quantizer | None = None,
+        **kwargs: object,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self._attach(w_quant, a_quant)
+
+    @classmethod
+    def from_float(
+        cls, conv: nn.Conv2d, w_quant: Quantizer | None = None, a_quant: Quantizer | None = None
+    ) -> QuantConv2d:
+        """A QuantConv2d sharing `conv`'s hyper-parameters and holding its parameters."""
+        q = cls(
+            conv.in_channels,
+            conv.out_channels,
+            conv.kernel_size,
+            stride=conv.stride,
+            padding=conv.padding,
+            dilation=conv.dilation,
+            groups=conv.groups,
+            bias=conv.bias is not None,
+            padding_mode=conv.padding_mode,
+            device=conv.weight.device,
+            dtype=conv.weight.dtype,
+            w_quant=w_quant,
+            a_quant=a_quant,
+        )
+        q.weight = conv.weight
+        q.bias = conv.bias
+        q.train(conv.training)
+        return q
+
+    def forward(self, x: Tensor) -> Tensor:
+        # x: (N, C_in, H, W) -> (N, C_out, H', W')
+        return self._conv_forward(self.a_quant(x), self.w_quant(self.weight), self.bias)
+
+
+class QuantLinear(nn.Linear, _QuantMixin):
+    """nn.Linear with a weight quantizer `w_quant` and an input quantizer `a_quant`."""
+
+    def __init__(
+        self,
+        *args: object,
+        w_quant: Quantizer | None = None,
+        a_quant: Quantizer | None = None,
+        **kwargs: object,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self._attach(w_quant, a_quant)
+
+    @classmethod
+    def from_float(
+        cls, fc: nn.Linear, w_quant: Quantizer | None = None, a_quant: Quantizer | None = None
+    ) -> QuantLinear:
+        q = cls(
+            fc.in_features,
+            fc.out_features,
+            bias=fc.bias is not None,
+            device=fc.weight.device,
+            dtype=fc.weight.dtype,
+            w_quant=w_quant,
+            a_quant=a_quant,
+        )
+        q.weight = fc.weight
+        q.bias = fc.bias
+        q.train(fc.training)
+        return q
+
+    def forward(self, x: Tensor) -> Tensor:
+        # x: (N, in_features) -> (N, out_features)
+        return F.linear(self.a_quant(x), self.w_quant(self.weight), self.bias)
+
+
+QUANT_LAYERS: dict[type[nn.Module], type[nn.Module]] = {
+    nn.Conv2d: QuantConv2d,
+    nn.Linear: QuantLinear,
+}

@@ -1,0 +1,46 @@
+"""Shared fixtures: scikit-learn's bundled digits as small tensors (no download)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from sklearn.datasets import load_digits
+from torch.nn import functional as F
+from torch.utils.data import DataLoader, TensorDataset
+
+
+class EpochLoader:
+    """A DataLoader whose shuffle order is a function of (seed, epoch)."""
+
+    def __init__(self, ds: TensorDataset, batch_size: int, shuffle: bool, seed: int = 0) -> None:
+        self.g = torch.Generator()
+        self.seed = seed
+        self.loader = DataLoader(ds, batch_size=batch_size, shuffle=shuffle, generator=self.g)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.g.manual_seed(self.seed * 7919 + epoch)
+
+    def __iter__(self):
+        return iter(self.loader)
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+
+def digits_tensors(size: int = 16):
+    d = load_digits()
+    x = torch.tensor(d.images, dtype=torch.float32)[:, None] / 16.0  # (1797, 1, 8, 8) in [0, 1]
+    x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+    x = ((x - 0.3) / 0.35).repeat(1, 3, 1, 1)  # (N, 3, size, size), roughly standardised
+    y = torch.tensor(d.target, dtype=torch.long)
+    perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(0))
+    x, y = x[perm], y[perm]
+    return (x[:1400], y[:1400]), (x[1400:], y[1400:])
+
+
+@pytest.fixture(scope="session")
+def digits():
+    (xt, yt), (xv, yv) = digits_tensors()
+    train = EpochLoader(TensorDataset(xt, yt), 64, shuffle=True)
+    val = EpochLoader(TensorDataset(xv, yv), 200, shuffle=False)
+    return train, val

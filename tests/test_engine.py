@@ -1,0 +1,111 @@
+"""Training engine and checkpoints: learning, exact resume, atomic files, safe loads."""
+
+import math
+
+import pytest
+import torch
+
+from lowbit import checkpoint, engine
+from lowbit.errors import CheckpointError, TrainingError
+from lowbit.models import build_model
+from lowbit.quant import quantize
+
+CPU = torch.device("cpu")
+
+
+def _trainee(w_bits=2, a_bits=2, lr=0.05, seed=0):
+    torch.manual_seed(seed)
+    model = quantize(build_model("resnet20", 10), w_bits, a_bits)
+    return engine.make_trainee("net", model, engine.OptimSpec(lr=lr, milestones=(3,)), CPU)
+
+
+def _spec(tmp_path, epochs, name="last.pt"):
+    return engine.FitSpec(epochs=epochs, seed=0, device=CPU, checkpoint=tmp_path / name, progress=False)
+
+
+def test_w2a2_learns_digits_well_above_chance(digits, tmp_path):
+    train, val = digits
+    t = _trainee()
+    hist = engine.fit([t], train, val, _spec(tmp_path, 4))
+    s = engine.summarize(hist, "net")
+    assert s["best_top1"] > 60.0, s  # chance is 10 %
+    assert s["epochs"] == 4 and hist.epochs[-1]["net/lr"] == pytest.approx(0.005)
+    assert hist.epochs[0]["net/train_loss"] > hist.epochs[-1]["net/train_loss"]
+
+
+def test_resume_after_interruption_equals_uninterrupted(digits, tmp_path):
+    train, val = digits
+    full = _trainee()
+    engine.fit([full], train, val, _spec(tmp_path, 3, "full.pt"))
+
+    first = _trainee()
+    engine.fit([first], train, val, _spec(tmp_path, 1, "part.pt"))  # "killed" after epoch 1
+    resumed = _trainee(seed=123)  # a fresh process: different initial weights
+    hist = engine.fit([resumed], train, val, _spec(tmp_path, 3, "part.pt"))
+    assert [r["epoch"] for r in hist.epochs] == [1, 2, 3]
+    for (k, a), b in zip(full.model.state_dict().items(), resumed.model.state_dict().values(), strict=True):
+        assert torch.equal(a, b), k
+    st_a, st_b = full.optimizer.state_dict()["state"], resumed.optimizer.state_dict()["state"]
+    assert all(torch.equal(st_a[i]["momentum_buffer"], st_b[i]["momentum_buffer"]) for i in st_a)
+
+
+def test_checkpoint_with_other_fingerprint_is_not_resumed(digits, tmp_path):
+    train, val = digits
+    spec = _spec(tmp_path, 1)
+    engine.fit([_trainee()], train, val, spec)
+    spec2 = engine.FitSpec(1, 0, CPU, spec.checkpoint, fingerprint="other", progress=False)
+    hist = engine.fit([_trainee()], train, val, spec2)
+    assert [r["epoch"] for r in hist.epochs] == [1]  # trained again from scratch
+
+
+def test_checkpoint_loads_weights_only_and_rejects_garbage(tmp_path):
+    p = tmp_path / "c.pt"
+    checkpoint.save(p, {"nets": {}, "x": torch.ones(2)})
+    assert torch.equal(checkpoint.load(p)["x"], torch.ones(2))
+    p.write_bytes(p.read_bytes()[:50])  # truncated
+    with pytest.raises(CheckpointError, match="c.pt"):
+        checkpoint.load(p)
+    with pytest.raises(CheckpointError, match="not found"):
+        checkpoint.load(tmp_path / "missing.pt")
+    evil = tmp_path / "evil.pt"
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    torch.save({"format": 1, "x": Evil()}, evil)
+    with pytest.raises(CheckpointError, match="evil.pt"):
+        checkpoint.load(evil)
+
+
+def test_atomic_write_leaves_old_file_when_interrupted(tmp_path, monkeypatch):
+    p = tmp_path / "m.json"
+    checkpoint.atomic_write_json(p, {"a": 1})
+
+    def boom(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(checkpoint.os, "replace", boom)
+    with pytest.raises(KeyboardInterrupt):
+        checkpoint.atomic_write_json(p, {"a": 2})
+    assert p.read_text().strip().startswith("{") and '"a": 1' in p.read_text()
+    assert [f.name for f in tmp_path.iterdir()] == ["m.json"]  # no temp file left
+
+
+def test_non_finite_loss_stops_with_clear_error_and_keeps_checkpoint(digits, tmp_path):
+    train, val = digits
+    t = _trainee()
+    spec = _spec(tmp_path, 1)
+    engine.fit([t], train, val, spec)
+    good = spec.checkpoint.read_bytes()
+    t2 = _trainee(lr=1e30)
+    spec2 = engine.FitSpec(3, 0, CPU, spec.checkpoint, progress=False)
+    with pytest.raises(TrainingError, match="non-finite loss"):
+        engine.fit([t2], train, val, spec2)
+    assert spec.checkpoint.read_bytes() == good
+
+
+def test_lr_schedule():
+    s = engine.OptimSpec(lr=0.1, milestones=(80, 120))
+    assert [s.lr_at(e) for e in (0, 79, 80, 119, 120)] == pytest.approx([0.1, 0.1, 0.01, 0.01, 0.001])
+    assert math.isclose(engine.OptimSpec(lr=0.1).lr_at(500), 0.1)
