@@ -110,6 +110,9 @@ class Objective(Protocol):
 
 
 class Hook(Protocol):
+    """Called with the global step before every training step; `on_epoch_end` (optional)
+    runs after the epoch's last step, before evaluation and the checkpoint."""
+
     def on_step(self, step: int, total: int) -> None: ...
 
 
@@ -178,7 +181,9 @@ def _topk_correct(logits: Tensor, y: Tensor, ks: tuple[int, ...] = (1, 5)) -> li
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader: Iterable[tuple[Tensor, Tensor]], device: torch.device) -> dict:
+def evaluate(
+    model: nn.Module, loader: Iterable[tuple[Tensor, Tensor]], device: torch.device
+) -> dict:
     """loss (mean cross-entropy, nats), top1 and top5 (%) over the loader, all ranks."""
     was_training = model.training
     model.eval()
@@ -233,7 +238,9 @@ def save_state(spec: FitSpec, trainees: Sequence[Trainee], epoch: int, history: 
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
-    return model.module if hasattr(model, "module") and isinstance(model.module, nn.Module) else model
+    return (
+        model.module if hasattr(model, "module") and isinstance(model.module, nn.Module) else model
+    )
 
 
 def load_state(spec: FitSpec, trainees: Sequence[Trainee]) -> tuple[int, History]:
@@ -286,7 +293,9 @@ def fit(
             t.model.train()
         sums: dict[str, list[float]] = {t.name: [0.0, 0.0] for t in trainees}
         n_seen, t0 = 0, time.perf_counter()
-        batches = _progress(train_loader, steps_per_epoch, f"epoch {epoch + 1}/{spec.epochs}", spec.progress)
+        batches = _progress(
+            train_loader, steps_per_epoch, f"epoch {epoch + 1}/{spec.epochs}", spec.progress
+        )
         for i, (x, y) in enumerate(batches):
             x = x.to(spec.device, non_blocking=True)
             y = y.to(spec.device, non_blocking=True)
@@ -306,6 +315,9 @@ def fit(
                 sums[name][0] += loss * len(y)
                 sums[name][1] += _topk_correct(out.logits, y, (1,))[0]
             n_seen += len(y)
+        for h in hooks:
+            if hasattr(h, "on_epoch_end"):
+                h.on_epoch_end()
         row = _epoch_row(trainees, sums, n_seen, val_loader, spec, epoch)
         row["epoch_s"] = time.perf_counter() - t0
         row["images_per_s"] = row["train_images"] / max(row["epoch_s"], 1e-9)

@@ -20,7 +20,9 @@ def _trainee(w_bits=2, a_bits=2, lr=0.05, seed=0):
 
 
 def _spec(tmp_path, epochs, name="last.pt"):
-    return engine.FitSpec(epochs=epochs, seed=0, device=CPU, checkpoint=tmp_path / name, progress=False)
+    return engine.FitSpec(
+        epochs=epochs, seed=0, device=CPU, checkpoint=tmp_path / name, progress=False
+    )
 
 
 def test_w2a2_learns_digits_well_above_chance(digits, tmp_path):
@@ -43,7 +45,9 @@ def test_resume_after_interruption_equals_uninterrupted(digits, tmp_path):
     resumed = _trainee(seed=123)  # a fresh process: different initial weights
     hist = engine.fit([resumed], train, val, _spec(tmp_path, 3, "part.pt"))
     assert [r["epoch"] for r in hist.epochs] == [1, 2, 3]
-    for (k, a), b in zip(full.model.state_dict().items(), resumed.model.state_dict().values(), strict=True):
+    for (k, a), b in zip(
+        full.model.state_dict().items(), resumed.model.state_dict().values(), strict=True
+    ):
         assert torch.equal(a, b), k
     st_a, st_b = full.optimizer.state_dict()["state"], resumed.optimizer.state_dict()["state"]
     assert all(torch.equal(st_a[i]["momentum_buffer"], st_b[i]["momentum_buffer"]) for i in st_a)
@@ -107,5 +111,7 @@ def test_non_finite_loss_stops_with_clear_error_and_keeps_checkpoint(digits, tmp
 
 def test_lr_schedule():
     s = engine.OptimSpec(lr=0.1, milestones=(80, 120))
-    assert [s.lr_at(e) for e in (0, 79, 80, 119, 120)] == pytest.approx([0.1, 0.1, 0.01, 0.01, 0.001])
+    assert [s.lr_at(e) for e in (0, 79, 80, 119, 120)] == pytest.approx(
+        [0.1, 0.1, 0.01, 0.01, 0.001]
+    )
     assert math.isclose(engine.OptimSpec(lr=0.1).lr_at(500), 0.1)

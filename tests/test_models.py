@@ -30,7 +30,9 @@ def test_alexnet_bn_224():
 
 
 def test_registry_errors_and_blocks():
-    assert {"resnet20", "preresnet20", "resnet18", "resnet34", "resnet50", "alexnet_bn"} <= set(MODELS)
+    assert {"resnet20", "preresnet20", "resnet18", "resnet34", "resnet50", "alexnet_bn"} <= set(
+        MODELS
+    )
     with pytest.raises(ConfigError, match="unknown model"):
         build_model("vgg", 10)
     assert len(residual_blocks(build_model("resnet20", 10))) == 9

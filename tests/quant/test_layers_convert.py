@@ -73,7 +73,11 @@ def test_keep_fp_layers_untouched_and_input_not_modified(resnet):
     before = {k: v.clone() for k, v in resnet.state_dict().items()}
     q = quantize(resnet, 4, 4, keep_fp=["conv1", "fc", "layer3.2.conv2"])
     assert type(q.get_submodule("layer3.2.conv2")) is nn.Conv2d
-    assert all(type(m) in (nn.Conv2d, nn.Linear) for m in resnet.modules() if isinstance(m, nn.Conv2d | nn.Linear))
+    assert all(
+        type(m) in (nn.Conv2d, nn.Linear)
+        for m in resnet.modules()
+        if isinstance(m, nn.Conv2d | nn.Linear)
+    )
     assert all(torch.equal(before[k], v) for k, v in resnet.state_dict().items())
     with pytest.raises(ConfigError, match="keep_fp"):
         quantize(resnet, 4, 4, keep_fp=["nope"])
@@ -131,7 +135,9 @@ def test_alternative_quantizers_same_interface(resnet, quantizer):
     p = aq.alpha if quantizer == "pact" else aq.step
     assert p.grad is not None and p.grad != 0
     with pytest.raises(CheckpointError):
-        q.load_state_dict(resnet.state_dict()) if False else load_float_state_dict(q, {"x": torch.ones(1)})
+        q.load_state_dict(resnet.state_dict()) if False else load_float_state_dict(
+            q, {"x": torch.ones(1)}
+        )
     load_float_state_dict(q, resnet.state_dict())  # only quantizer params missing: fine
     with quantization(q, weights=False, activations=False):
         assert torch.equal(q.eval()(x), resnet(x))

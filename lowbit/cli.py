@@ -1,0 +1,187 @@
+"""The `lowbit` command: `lowbit stage <name>`, `lowbit info`, `lowbit bench …`.
+
+The only module that imports typer. Errors a user can fix are printed as one line
+(`error: …`, exit status 2); `--debug` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from lowbit.config import STAGES
+from lowbit.errors import LowbitError
+
+app = typer.Typer(
+    help="Train CNNs with low-bitwidth weights and activations (Zhuang et al., TPAMI 2022).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+stage_app = typer.Typer(
+    help="Run one pipeline stage (the same function DVC and SLURM jobs call).",
+    no_args_is_help=True,
+)
+bench_app = typer.Typer(
+    help="Benchmarks that write measured numbers to reports/bench/.", no_args_is_help=True
+)
+app.add_typer(stage_app, name="stage")
+app.add_typer(bench_app, name="bench")
+
+
+def fail(message: str, code: int = 2) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def guarded(debug: bool, fn: Callable[[], Any]) -> Any:
+    """Run fn; turn user-facing errors into one line and a non-zero exit."""
+    try:
+        return fn()
+    except typer.Exit:
+        raise
+    except LowbitError as e:
+        if debug:
+            traceback.print_exc()
+        fail(str(e))
+    except KeyboardInterrupt:
+        fail("interrupted", 130)
+    except Exception as e:  # an unexpected failure: still one line unless --debug
+        if debug:
+            traceback.print_exc()
+            raise typer.Exit(1) from None
+        fail(f"{type(e).__name__}: {e} (rerun with --debug for the traceback)", 1)
+
+
+ParamsOpt = Annotated[Path, typer.Option("--params", "-p", help="params.yaml to read.")]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option("--set", "-s", help="Override: key=value (this stage) or section.key=value."),
+]
+BitsOpt = Annotated[int | None, typer.Option(help="Shorthand for --w-bits N --a-bits N.")]
+WOpt = Annotated[int | None, typer.Option("--w-bits", help="Weight bit-width (2..32).")]
+AOpt = Annotated[int | None, typer.Option("--a-bits", help="Activation bit-width (2..32).")]
+ExecOpt = Annotated[
+    str | None, typer.Option(help="inline (in this process) | local | slurm (submitit job).")
+]
+DebugOpt = Annotated[bool, typer.Option("--debug", help="Show tracebacks.")]
+
+
+def _make_stage_command(stage: str) -> Callable[..., None]:
+    module = importlib.import_module(f"lowbit.stages.{stage.replace('-', '_')}")
+    doc = (module.__doc__ or stage).strip()
+
+    def command(
+        params: ParamsOpt = Path("params.yaml"),
+        set_: SetOpt = None,
+        bits: BitsOpt = None,
+        w_bits: WOpt = None,
+        a_bits: AOpt = None,
+        executor: ExecOpt = None,
+        debug: DebugOpt = False,
+    ) -> None:
+        from lowbit.config import load_config
+        from lowbit.launch import launch
+
+        def go() -> dict[str, Any]:
+            w = w_bits if w_bits is not None else bits
+            a = a_bits if a_bits is not None else bits
+            cfg = load_config(stage, params, set_ or [], w, a, executor)
+            return launch(cfg)
+
+        metrics = guarded(debug, go)
+        shown = {k: v for k, v in (metrics or {}).items() if isinstance(v, int | float | str)}
+        typer.echo(json.dumps(shown, indent=2, default=str))
+
+    command.__doc__ = doc
+    return command
+
+
+for _stage in STAGES:
+    # typer takes the option name "--set" from the parameter name set_
+    stage_app.command(
+        _stage,
+        help=(
+            importlib.import_module(f"lowbit.stages.{_stage.replace('-', '_')}").__doc__ or ""
+        ).strip(),
+    )(_make_stage_command(_stage))
+
+
+@app.command()
+def info() -> None:
+    """Versions, device and FFCV availability."""
+    import torch
+
+    from lowbit.provenance import cpu_model, versions
+
+    typer.echo(f"lowbit {versions().get('lowbit', '?')}")
+    for k, v in versions().items():
+        if k != "lowbit":
+            typer.echo(f"  {k:12s} {v}")
+    cuda = torch.cuda.is_available()
+    typer.echo(f"device       {'cuda: ' + torch.cuda.get_device_name() if cuda else 'cpu'}")
+    typer.echo(f"cpu          {cpu_model()} ({torch.get_num_threads()} threads)")
+    try:
+        from lowbit.data import ffcv_available
+
+        typer.echo(
+            f"ffcv         {'available' if ffcv_available() else 'not importable (torch loaders)'}"
+        )
+    except ImportError:
+        typer.echo("ffcv         unknown")
+
+
+@bench_app.command("overhead")
+def bench_overhead(
+    quick: Annotated[bool, typer.Option(help="Tiny sizes, for a smoke run.")] = False,
+    out_dir: Annotated[Path, typer.Option(help="Where JSON + Markdown go.")] = Path(
+        "reports/bench"
+    ),
+) -> None:
+    """Train-step time and peak memory of quantized training vs FP and peers."""
+    from lowbit.bench.overhead import run_overhead
+
+    guarded(False, lambda: run_overhead(out_dir=out_dir, quick=quick))
+
+
+@bench_app.command("loader")
+def bench_loader(
+    data_root: Annotated[
+        Path, typer.Option(help="CIFAR-10 JPEG zips (train.zip, test.zip).")
+    ] = Path("../shared/data/cifar10"),
+    out_dir: Annotated[Path, typer.Option(help="Where JSON + Markdown go.")] = Path(
+        "reports/bench"
+    ),
+) -> None:
+    """Images/s of the FFCV loader vs torchvision ImageFolder + DataLoader."""
+    from lowbit.bench.loader import run_loader_bench
+
+    guarded(False, lambda: run_loader_bench(data_root=data_root, out_dir=out_dir))
+
+
+@app.command("show-report")
+def show_report(
+    path: Annotated[Path, typer.Argument(help="A generated report README.")] = Path(
+        "reports/README.md"
+    ),
+) -> None:
+    """Print a generated report (tables) to the terminal and say where the plots are."""
+    if not path.is_file():
+        fail(f"no report at {path}; run `dvc repro` (or `lowbit stage report`) first")
+    typer.echo(path.read_text())
+    typer.echo(f"\nreport: {path.resolve()} (plots beside it)")
+
+
+def main() -> None:  # pragma: no cover
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

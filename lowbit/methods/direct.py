@@ -1,0 +1,18 @@
+"""Direct quantization: the baseline the paper improves on.
+
+Weights and activations are quantized to the target bits at once and trained, from the
+full-precision checkpoint or from scratch.
+
+Example:
+    >>> from lowbit.methods import direct_rounds
+    >>> direct_rounds(w_bits=2, a_bits=2, epochs=30)
+    [Round(w_bits=2, a_bits=2, epochs=30, a_enabled=True, name='w2a2')]
+"""
+
+from __future__ import annotations
+
+from lowbit.methods.rounds import Round
+
+
+def direct_rounds(w_bits: int, a_bits: int, epochs: int) -> list[Round]:
+    return [Round(w_bits, a_bits, epochs, name=f"w{w_bits}a{a_bits}")]

@@ -1,0 +1,12 @@
+"""Stage `bit-decay`: progressive bit-width decay down to the target (PQ)."""
+
+from __future__ import annotations
+
+from lowbit.config import StageConfig
+from lowbit.methods.bit_decay import decay_rounds
+from lowbit.stages.training import run_stage
+
+
+def run(cfg: StageConfig) -> dict[str, float]:
+    p = cfg.params
+    return run_stage(cfg, decay_rounds(p.steps(), p.epochs, p.two_stage))

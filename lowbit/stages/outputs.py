@@ -1,0 +1,77 @@
+"""Stage outputs: written into a temp folder, renamed into place when complete.
+
+A stage's output folder (runs/<stage>/<variant>) appears only when everything in it is
+written, so neither DVC nor a later stage ever sees a half-finished result. A lock file
+keeps two processes from writing the same folder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import fcntl
+import io
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from lowbit.errors import ConfigError
+
+
+@contextlib.contextmanager
+def locked(out_dir: Path) -> Iterator[None]:
+    """Exclusive lock on `out_dir` (a sibling .lock file), or a clear error if taken."""
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    lock = out_dir.parent / f".{out_dir.name}.lock"
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            owner = Path(lock).read_text().strip() or "unknown"
+            raise ConfigError(
+                f"{out_dir} is being written by another running stage (pid {owner}); "
+                "wait for it or stop it"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        yield
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def staged_dir(out_dir: Path) -> Iterator[Path]:
+    """Yield a temp folder; on success replace `out_dir` with it, else delete it."""
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
+    try:
+        yield tmp
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        os.replace(tmp, out_dir)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+HISTORY_COLUMNS = ("train_loss", "train_top1", "val_loss", "val_top1", "val_top5", "lr")
+
+
+def history_csv(rows: Sequence[dict[str, float]], main: str, nets: Sequence[str]) -> str:
+    """Per-epoch metrics: the main net's columns plain, other nets' prefixed `<net>/`."""
+    cols = ["epoch", "round", *HISTORY_COLUMNS, "epoch_s"]
+    cols += [f"{n}/{c}" for n in nets if n != main for c in HISTORY_COLUMNS]
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(cols)
+    for r in rows:
+        out = []
+        for c in cols:
+            key = f"{main}/{c}" if c in HISTORY_COLUMNS else c
+            v = r.get(key, "")
+            out.append(f"{v:.6g}" if isinstance(v, float) else v)
+        w.writerow(out)
+    return buf.getvalue()

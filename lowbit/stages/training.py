@@ -1,0 +1,362 @@
+"""Machinery shared by the training stages: data, models, init chains, rounds, outputs.
+
+A training stage is a list of rounds (lowbit.methods) trained one after another on
+the same parameters, optionally with a jointly trained teacher (KD) and stochastic
+precision (SP). Each round resumes from its own checkpoint under
+runs/.resume/<stage>/<variant>/, outside the folders DVC manages, so a killed stage
+re-run by `dvc repro` continues where it stopped; the stage's output folder appears
+only when the stage is complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from lowbit import checkpoint, engine
+from lowbit.config import KD, SP, Quantized, StageConfig
+from lowbit.errors import CheckpointError, ConfigError
+from lowbit.methods.joint_distill import JointDistillation, KDWeights
+from lowbit.methods.rounds import Round
+from lowbit.methods.stochastic_precision import StochasticPrecision
+from lowbit.models import build_model
+from lowbit.provenance import provenance
+from lowbit.quant.convert import load_float_state_dict, quant_state, quantize
+from lowbit.stages.outputs import history_csv, locked, staged_dir
+
+METHOD_OF_STAGE = {
+    "pretrain": "fp",
+    "direct": "direct",
+    "quantize-weights": "ts",
+    "quantize-activations": "ts",
+    "bit-decay": "pq",
+    "stochastic-precision": "sp",
+    "distill": "kd",
+}
+
+
+def device_of(cfg: StageConfig) -> torch.device:
+    want = cfg.common.device
+    if want == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(want)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"common.device is {want!r} but no CUDA device is available")
+    return dev
+
+
+def load_data(cfg: StageConfig, device: torch.device) -> tuple[Any, Any, Any]:
+    """(train loader, val loader, dataset meta) from the prepare stage's output."""
+    from lowbit.data import build_loaders, read_meta
+
+    meta_path = cfg.data_dir / "meta.json"
+    if not meta_path.is_file():
+        raise ConfigError(
+            f"input stage 'prepare' has not run: {meta_path} not found "
+            "(run `lowbit stage prepare` first)"
+        )
+    meta = read_meta(cfg.data_dir)
+    world = engine.rank_world()[1]
+    train, val = build_loaders(
+        cfg.data_dir,
+        batch_size=cfg.common.batch_size,
+        workers=cfg.common.workers,
+        device=device,
+        seed=cfg.common.seed,
+        augment=cfg.common.augment,
+        backend=cfg.common.loader,
+        distributed=world > 1,
+    )
+    return train, val, meta
+
+
+def arch_of(cfg: StageConfig, meta: Any) -> dict[str, Any]:
+    return {
+        "model": cfg.common.model,
+        "num_classes": int(meta.num_classes),
+        "image_size": int(meta.image_size),
+        "quantizer": cfg.common.quantizer,
+    }
+
+
+def fresh_fp(arch: dict[str, Any]) -> nn.Module:
+    return build_model(arch["model"], arch["num_classes"], arch["image_size"])
+
+
+@dataclass
+class Init:
+    """Where a stage's network starts: the state dict and the chain that produced it."""
+
+    state: dict[str, torch.Tensor] | None  # None: from scratch
+    method: str = ""  # method label of the init stage ("" for FP / scratch)
+    budget_epochs: float = 0.0  # network-epochs spent on the init (FP pretraining excluded)
+    source: str = "scratch"
+
+
+def read_output(cfg: StageConfig, stage: str, variant: str, arch: dict[str, Any]) -> Init:
+    """The final network of an earlier stage; clear errors if missing or incompatible."""
+    out = cfg.out_dir(stage, variant)
+    path = out / "model.pt"
+    if not path.is_file():
+        bits = (
+            f" --w-bits {variant[1:].split('a')[0]} --a-bits {variant.split('a')[1]}"
+            if variant
+            else ""
+        )
+        raise ConfigError(
+            f"input stage {stage!r} has not run: {path} not found "
+            f"(run `lowbit stage {stage}{bits}` first)"
+        )
+    state = checkpoint.load(path)
+    saved = state.get("arch", {})
+    for key in ("model", "num_classes"):
+        if saved.get(key) != arch[key]:
+            raise CheckpointError(
+                f"{path} was trained for {key}={saved.get(key)!r}, this stage needs {arch[key]!r}"
+            )
+    net = state["nets"][state["main"]]
+    metrics = (
+        json.loads((out / "metrics.json").read_text()) if (out / "metrics.json").is_file() else {}
+    )
+    method = "" if stage == "pretrain" else str(metrics.get("method", METHOD_OF_STAGE[stage]))
+    budget = 0.0 if stage == "pretrain" else float(metrics.get("budget_epochs", 0.0))
+    return Init(dict(net["model"]), method, budget, str(path))
+
+
+def student_init(cfg: StageConfig, arch: dict[str, Any]) -> Init:
+    p = cfg.params
+    init = getattr(p, "init", "scratch")
+    if init == "scratch":
+        return Init(None)
+    variant = "" if init == "pretrain" else cfg.variant
+    return read_output(cfg, init, variant, arch)
+
+
+def quantized_from(init: Init, arch: dict[str, Any], w_bits: int, a_bits: int) -> nn.Module:
+    """A quantized network at (w_bits, a_bits) holding `init`'s parameters."""
+    model = quantize(fresh_fp(arch), w_bits, a_bits, quantizer=arch["quantizer"])
+    if init.state is not None:
+        load_float_state_dict(model, init.state)
+    return model
+
+
+def method_label(cfg: StageConfig, init: Init) -> str:
+    """The method chain of this result, e.g. "ts", "ts+pq+kd" (duplicates removed)."""
+    own = METHOD_OF_STAGE[cfg.stage]
+    if cfg.stage == "bit-decay" and cfg.params.two_stage:
+        own = "ts+pq"
+    tokens = [*init.method.split("+"), *own.split("+")] if init.method else own.split("+")
+    p = cfg.params
+    if getattr(p, "sp", None) is not None:
+        tokens.append("sp")
+    if getattr(p, "kd", None) is not None:
+        tokens.append("kd")
+    return "+".join(dict.fromkeys(t for t in tokens if t))
+
+
+def fingerprint(cfg: StageConfig, extra: object) -> str:
+    """Hash of everything that changes results (not executor, progress, workers)."""
+    d = cfg.to_dict()
+    for k in ("executor", "progress", "workers"):
+        d["common"].pop(k, None)
+    d.pop("slurm", None)
+    d.pop("base_dir", None)
+    blob = json.dumps([d, repr(extra)], sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def optim_spec(o: Any, lr: float | None = None) -> engine.OptimSpec:
+    return engine.OptimSpec(
+        lr=o.lr if lr is None else lr,
+        momentum=o.momentum,
+        nesterov=o.nesterov,
+        weight_decay=o.weight_decay,
+        milestones=tuple(o.milestones),
+        gamma=o.gamma,
+    )
+
+
+@dataclass
+class Plan:
+    """What a training stage trains: the main network, its rounds, extras."""
+
+    model: nn.Module
+    rounds: list[Round]
+    init: Init
+    arch: dict[str, Any]
+    extra_students: dict[str, nn.Module] = field(default_factory=dict)
+
+
+def _teacher(cfg: StageConfig, kd: KD, arch: dict[str, Any]) -> nn.Module:
+    model = fresh_fp(arch)
+    if kd.teacher_init == "pretrain":
+        model.load_state_dict(read_output(cfg, "pretrain", "", arch).state)
+    return model
+
+
+def _hooks(cfg: StageConfig, sp: SP | None, models: list[nn.Module]) -> list[Any]:
+    if sp is None:
+        return []
+    return [
+        StochasticPrecision(
+            m, sp.unit, sp.ramp, sp.ramp_fraction, sp.selection, cfg.common.seed + i
+        )
+        for i, m in enumerate(models)
+    ]
+
+
+class _EpochHooks:
+    """Adapter: the engine calls on_step; SP also needs on_epoch_end before evaluation."""
+
+    def __init__(self, hooks: list[Any]) -> None:
+        self.hooks = hooks
+
+    def on_step(self, step: int, total: int) -> None:
+        for h in self.hooks:
+            h.on_step(step, total)
+
+    def on_epoch_end(self) -> None:
+        for h in self.hooks:
+            h.on_epoch_end()
+
+
+def train_plan(cfg: StageConfig, plan: Plan, train: Any, val: Any, device: torch.device) -> dict:
+    """Train every round of `plan`, then write the stage's outputs. Returns metrics."""
+    p = cfg.params
+    kd: KD | None = getattr(p, "kd", None)
+    sp: SP | None = getattr(p, "sp", None)
+    out_dir = cfg.out_dir()
+    resume_dir = cfg.runs_dir / ".resume" / cfg.stage / (cfg.variant or "_")
+    teacher = _teacher(cfg, kd, plan.arch) if kd is not None else None
+    nets: dict[str, nn.Module] = {"student": plan.model, **plan.extra_students}
+    if teacher is not None:
+        nets["teacher"] = teacher
+    rows: list[dict[str, float]] = []
+    wall = images = 0.0
+    with locked(out_dir):
+        for i, rnd in enumerate(plan.rounds):
+            rnd.apply(plan.model)
+            trainees = [
+                engine.make_trainee(n, m, optim_spec(p.optim), device) for n, m in nets.items()
+            ]
+            if teacher is not None and kd is not None and kd.teacher_lr:
+                trainees[-1] = engine.make_trainee(
+                    "teacher", teacher, optim_spec(p.optim, kd.teacher_lr), device
+                )
+            students = [m for n, m in nets.items() if n != "teacher"]
+            hooks = _EpochHooks(_hooks(cfg, sp, students))
+            objective = None
+            if kd is not None:
+                objective = JointDistillation(
+                    KDWeights(**kd.model_dump(exclude={"teacher_lr", "teacher_init"})),
+                    hint_models=list(nets.values()),
+                )
+            spec = engine.FitSpec(
+                epochs=rnd.epochs,
+                seed=cfg.common.seed + 1000 * i,
+                device=device,
+                checkpoint=resume_dir / f"round{i}.pt",
+                fingerprint=fingerprint(cfg, (i, rnd)),
+                progress=cfg.common.progress,
+            )
+            hist = engine.fit(trainees, train, val, spec, objective, [hooks])
+            offset = len(rows)
+            for r in hist.epochs:
+                rows.append({**r, "epoch": offset + r["epoch"], "round": i + 1})
+            wall += hist.wall_s
+            images += hist.images
+        metrics = _metrics(cfg, plan, rows, nets, wall, images)
+        if engine.rank_world()[0] == 0:
+            _write_outputs(cfg, out_dir, plan, nets, rows, metrics, device)
+    if engine.rank_world()[0] == 0:
+        shutil.rmtree(resume_dir, ignore_errors=True)
+    return metrics
+
+
+def _summary(rows: list[dict[str, float]], name: str) -> dict[str, float]:
+    return engine.summarize(engine.History(rows), name)
+
+
+def _metrics(
+    cfg: StageConfig,
+    plan: Plan,
+    rows: list[dict[str, float]],
+    nets: dict[str, nn.Module],
+    wall: float,
+    images: float,
+) -> dict[str, Any]:
+    p = cfg.params
+    last = plan.rounds[-1]
+    own_epochs = sum(r.epochs for r in plan.rounds) * len(nets)
+    m: dict[str, Any] = {
+        "stage": cfg.stage,
+        "method": method_label(cfg, plan.init),
+        "model": cfg.common.model,
+        "dataset": cfg.common.dataset,
+        "quantizer": cfg.common.quantizer if isinstance(p, Quantized) else "none",
+        "w_bits": last.w_bits,
+        "a_bits": last.a_bits,
+        "seed": cfg.common.seed,
+        "net": "student",
+        **_summary(rows, "student"),
+        "budget_epochs": own_epochs + plan.init.budget_epochs,
+        "networks": len(nets),
+        "init": plan.init.source,
+    }
+    m["wall_s"], m["images_per_s"] = wall, images / max(wall, 1e-9)
+    m["extra"] = {n: _summary(rows, n) for n in nets if n != "student"}
+    return m
+
+
+def _write_outputs(
+    cfg: StageConfig,
+    out_dir: Path,
+    plan: Plan,
+    nets: dict[str, nn.Module],
+    rows: list[dict[str, float]],
+    metrics: dict[str, Any],
+    device: torch.device,
+) -> None:
+    with staged_dir(out_dir) as tmp:
+        state = {
+            "main": "student",
+            "arch": plan.arch,
+            "method": metrics["method"],
+            "nets": {
+                n: {"model": engine._unwrap(m).state_dict(), "quant": quant_state(m)}
+                for n, m in nets.items()
+            },
+        }
+        checkpoint.save(tmp / "model.pt", state)
+        (tmp / "history.csv").write_text(history_csv(rows, "student", list(nets)))
+        run = {
+            "config": cfg.to_dict(),
+            "provenance": provenance(cfg.base_dir, device, cfg.common.seed),
+        }
+        checkpoint.atomic_write_json(tmp / "run.json", run)
+        checkpoint.atomic_write_json(tmp / "metrics.json", metrics)
+
+
+def run_stage(cfg: StageConfig, rounds: list[Round], extra_bits: tuple[int, ...] = ()) -> dict:
+    """The common body of a training stage: data, init chain, network, rounds, outputs."""
+    device = device_of(cfg)
+    train, val, meta = load_data(cfg, device)
+    arch = arch_of(cfg, meta)
+    if cfg.stage == "pretrain":
+        init, model = Init(None), fresh_fp(arch)
+    else:
+        init = student_init(cfg, arch)
+        model = quantized_from(init, arch, rounds[0].w_bits, rounds[0].a_bits)
+    extras = {}
+    if extra_bits:
+        fp = read_output(cfg, "pretrain", "", arch) if cfg.params.init != "scratch" else Init(None)
+        extras = {f"w{b}a{b}": quantized_from(fp, arch, b, b) for b in extra_bits}
+    plan = Plan(model, rounds, init, arch, extras)
+    return train_plan(cfg, plan, train, val, device)
