@@ -1,0 +1,34 @@
+"""Turn every stage's outputs into paper-style tables, plots and a generated README.
+
+    from lowbit.report import build_report
+    summary = build_report(Path("runs"), Path("reports"))
+
+Importing this package is light (no pandas, seaborn or torch): the work lives in
+lowbit.report.build and its helpers, imported when build_report is called.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+__all__ = ["build_report"]
+
+# reports/reference in a source checkout: lowbit/report/__init__.py → repo root is parents[2].
+DEFAULT_REFERENCE_DIR = Path(__file__).resolve().parents[2] / "reports" / "reference"
+
+
+def build_report(
+    runs_dir: Path,
+    out_dir: Path,
+    reference_dir: Path | None = DEFAULT_REFERENCE_DIR,
+    title: str = "lowbit report",
+) -> dict[str, float]:
+    """Collect every run under runs_dir; write tables, plots, results.csv and README.md under
+    out_dir; return the flat summary also written to out_dir/metrics.json.
+
+    Raises LowbitError for a missing runs_dir, no runs, or a malformed metrics.json (the
+    message names the file). reference_dir=None shows no published numbers.
+    """
+    from lowbit.report.build import build  # lazy: pandas and friends load only when used
+
+    return build(Path(runs_dir), Path(out_dir), reference_dir, title)

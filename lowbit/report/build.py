@@ -1,0 +1,149 @@
+"""build_report's body: collect → tables → plots → data files → README.md → metrics.json.
+
+Everything is written atomically. Files under out_dir/tables and out_dir/plots that this run
+did not write are removed afterwards, so a figure of a run that no longer exists never lingers
+(those two folders belong to the report; nothing else under out_dir is touched).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from lowbit.report import index, plots
+from lowbit.report.collect import Collection, bits_label, collect, read_history
+from lowbit.report.reference import load_reference
+from lowbit.report.tables import aggregate, paper_table, slugify, summary_metrics, vs_direct
+
+
+def _write(path: Path, text: str) -> Path:
+    from lowbit.checkpoint import atomic_write_text  # lazy: lowbit.checkpoint imports torch
+
+    atomic_write_text(path, text)
+    return path
+
+
+def _sections(
+    col: Collection, agg: dict[str, pd.DataFrame], ref: pd.DataFrame, out_dir: Path
+) -> list[index.Section]:
+    """Per (model, dataset): best and final tables (Markdown + CSV) and the two figures."""
+    sections = []
+    pairs = col.nets[["model", "dataset"]].drop_duplicates().sort_values(["model", "dataset"])
+    for model, dataset in pairs.itertuples(index=False):
+        tables = []
+        for kind in ("best", "final"):
+            t = paper_table(agg[kind], ref, model, dataset, kind)
+            md = _write(out_dir / "tables" / f"{t.slug}.md", f"*{t.caption}*\n\n{t.markdown()}")
+            csv = _write(out_dir / "tables" / f"{t.slug}.csv", t.frame.to_csv(index=False))
+            tables.append((t, md, csv))
+        figs = [
+            plots.top1_vs_bits(col.nets, agg["best"], ref, model, dataset, out_dir / "plots"),
+            plots.cost_vs_accuracy(col.nets, model, dataset, out_dir / "plots"),
+        ]
+        lines = vs_direct(agg["best"], model, dataset)
+        sections.append(index.Section(model, dataset, tables, lines, [f for f in figs if f]))
+    return sections
+
+
+def _histories(runs: pd.DataFrame) -> pd.DataFrame:
+    """All history.csv files as one long frame, `run` = a short label unique per figure."""
+    frames = []
+    for _, r in runs.iterrows():
+        h = read_history(Path(r["run_dir"]))
+        if h is None:
+            continue
+        label = f"{r['method']} {bits_label(r['w_bits'], r['a_bits'])} seed {r['seed']}"
+        frames.append(
+            h.assign(
+                label=label, run=r["run"], model=r["model"], dataset=r["dataset"], stage=r["stage"]
+            )
+        )
+    if not frames:
+        return pd.DataFrame()
+    hist = pd.concat(frames, ignore_index=True)
+    keys = ["model", "dataset", "stage", "label"]
+    # Two runs with the same label in one figure (e.g. a rerun in another folder): use the id.
+    clash = hist.groupby(keys)["run"].transform("nunique") > 1
+    hist["label"] = hist["label"].where(~clash, hist["run"])
+    return hist
+
+
+def _curves(runs: pd.DataFrame, out_dir: Path) -> list[plots.Plot]:
+    hist = _histories(runs)
+    if hist.empty:
+        return []
+    out = []
+    for (model, dataset, stage), grp in hist.groupby(["model", "dataset", "stage"], sort=True):
+        name = f"curves_{slugify(model)}_{slugify(dataset)}_{slugify(stage)}"
+        title = f"{model} on {dataset}, stage {stage}: training curves"
+        data = grp.drop(columns="run").rename(columns={"label": "run"})
+        fig = plots.training_curves(data, title, out_dir / "plots", name)
+        out.extend([fig] if fig else [])
+    return out
+
+
+def _prune(folder: Path, keep: set[Path]) -> None:
+    """Remove report files in `folder` that this build did not write (see module docstring)."""
+    if not folder.is_dir():
+        return
+    for p in folder.iterdir():
+        if p.is_file() and p.suffix in {".md", ".csv", ".png", ".svg"} and p.resolve() not in keep:
+            p.unlink()
+
+
+def _data_files(col: Collection, agg_best: pd.DataFrame, out_dir: Path) -> dict[str, Path]:
+    cols = [
+        "model",
+        "dataset",
+        "bits",
+        "w_bits",
+        "a_bits",
+        "method",
+        "role",
+        "top1",
+        "top1_std",
+        "top5",
+        "n",
+    ]
+    runs = col.runs.drop(columns=["config"])
+    return {
+        "one row per (run, metric), long format": _write(
+            out_dir / "results.csv", col.long().to_csv(index=False)
+        ),
+        "one row per run directory: provenance": _write(
+            out_dir / "runs.csv", runs.to_csv(index=False)
+        ),
+        "best-epoch top-1 per method and bit-width, mean over seeds (for `dvc plots`)": _write(
+            out_dir / "plots.csv", agg_best[cols].to_csv(index=False)
+        ),
+    }
+
+
+def build(
+    runs_dir: Path, out_dir: Path, reference_dir: Path | None, title: str
+) -> dict[str, float]:
+    """See lowbit.report.build_report."""
+    col = collect(runs_dir, skip=out_dir / "metrics.json")
+    ref = load_reference(reference_dir)
+    agg = {kind: aggregate(col.nets, kind) for kind in ("best", "final")}
+    sections = _sections(col, agg, ref, out_dir)
+    curves = _curves(col.runs, out_dir)
+    files = _data_files(col, agg["best"], out_dir)
+    summary = {**summary_metrics(agg["best"]), "runs": float(len(col.runs))}
+    files["flat summary for `dvc metrics show`"] = out_dir / "metrics.json"
+    parts = index.Parts(title, Path(runs_dir), col.runs, sections, curves, ref, files)
+    readme = index.render(parts, out_dir)
+    written = {p.resolve() for s in sections for t in s.tables for p in t[1:]}
+    written |= {
+        p.resolve()
+        for f in [*curves, *(f for s in sections for f in s.plots)]
+        for p in (f.png, f.svg)
+    }
+    _prune(out_dir / "tables", written)
+    _prune(out_dir / "plots", written)
+    from lowbit.checkpoint import atomic_write_json
+
+    atomic_write_json(out_dir / "metrics.json", summary)
+    _write(out_dir / "README.md", readme)
+    return summary

@@ -1,0 +1,281 @@
+"""Read every run's metrics.json, run.json and history.csv into tidy DataFrames.
+
+A run directory (written by a stage) holds:
+  metrics.json  final and best-epoch accuracy, bit-widths, cost     required; validated here
+  run.json      resolved config + provenance (commit, versions, ...)  optional; "unknown" if absent
+  history.csv   per-epoch curves, other nets' columns as "<net>/..."  optional; read for the plots
+
+Extra networks of a run (`metrics.json["extra"]`, e.g. the KD teacher) become rows of their
+own, method "<method>-<net>" (e.g. "kd-teacher") and role "extra", so tables list them after
+the methods proper. Their bit-widths are the entry's own, else 32/32 for a teacher, else the
+run's.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from lowbit.errors import LowbitError
+
+# (key, kind, required) in the order the schema lists them; "pct" is a number in [0, 100].
+SCHEMA: tuple[tuple[str, str, bool], ...] = (
+    ("stage", "str", True),
+    ("method", "str", True),
+    ("model", "str", True),
+    ("dataset", "str", True),
+    ("w_bits", "bits", True),
+    ("a_bits", "bits", True),
+    ("seed", "int", True),
+    ("net", "str", False),
+    ("top1", "pct", True),
+    ("top5", "pct", False),
+    ("loss", "num", False),
+    ("best_top1", "pct", True),
+    ("best_top5", "pct", False),
+    ("best_epoch", "num", False),
+    ("epochs", "num", False),
+    ("budget_epochs", "num", False),
+    ("wall_s", "num", False),
+    ("images_per_s", "num", False),
+)
+# An extra network's entry: all optional, checked when present.
+EXTRA_SCHEMA: tuple[tuple[str, str, bool], ...] = (
+    ("method", "str", False),
+    ("w_bits", "bits", False),
+    ("a_bits", "bits", False),
+    *((k, kind, False) for k, kind, _ in SCHEMA if kind in ("pct", "num")),
+)
+# Per-network numbers: these become the `metric` column of results.csv.
+METRICS = (
+    "top1",
+    "top5",
+    "best_top1",
+    "best_top5",
+    "loss",
+    "best_epoch",
+    "epochs",
+    "budget_epochs",
+)
+KIND_WORDS = {
+    "str": "a non-empty string",
+    "int": "an integer",
+    "bits": "an integer bit-width in 1..32",
+    "num": "a number",
+    "pct": "a percentage in [0, 100]",
+}
+LONG_COLUMNS = [
+    "run",
+    "run_dir",
+    "stage",
+    "method",
+    "net",
+    "role",
+    "model",
+    "dataset",
+    "w_bits",
+    "a_bits",
+    "bits",
+    "seed",
+    "metric",
+    "value",
+    "wall_s",
+    "images_per_s",
+    "device",
+    "commit",
+    "hostname",
+]
+
+
+@dataclass
+class Collection:
+    """What the report is built from.
+
+    nets: one row per (run, network), metric columns wide; runs: one row per run directory
+    with its provenance and resolved config.
+    """
+
+    runs_dir: Path
+    nets: pd.DataFrame
+    runs: pd.DataFrame
+
+    def long(self) -> pd.DataFrame:
+        """results.csv: one row per (run, metric); `run` is "<dir>" or "<dir>#<net>"."""
+        ids = [c for c in LONG_COLUMNS if c not in ("metric", "value")]
+        out = self.nets.melt(id_vars=ids, value_vars=list(METRICS), var_name="metric")
+        out = out.dropna(subset=["value"])
+        return out[LONG_COLUMNS].sort_values(["run", "metric"], kind="stable", ignore_index=True)
+
+
+def bits_label(w_bits: int, a_bits: int) -> str:
+    """Column label of the paper's tables: "FP" for 32/32, else e.g. "W2A2" or "W2A32"."""
+    return "FP" if (w_bits, a_bits) == (32, 32) else f"W{w_bits}A{a_bits}"
+
+
+def find_metrics(runs_dir: Path, skip: Path | None = None) -> list[Path]:
+    """Every metrics.json under runs_dir, sorted, except the file `skip` (the report's own
+    summary, out_dir/metrics.json, when out_dir lies inside runs_dir)."""
+    runs_dir = Path(runs_dir)
+    if not runs_dir.is_dir():
+        raise LowbitError(f"runs folder not found: {runs_dir}")
+    found = sorted(runs_dir.rglob("metrics.json"))
+    if skip is not None:
+        found = [p for p in found if p.resolve() != Path(skip).resolve()]
+    if not found:
+        raise LowbitError(f"no runs found under {runs_dir}: no metrics.json in it or below it")
+    return found
+
+
+def _valid(v: Any, kind: str) -> bool:
+    if isinstance(v, bool):  # bool is an int subclass; true/false is never a number here
+        return False
+    if kind == "str":
+        return isinstance(v, str) and v != ""
+    if kind == "int":
+        return isinstance(v, int)
+    if kind == "bits":
+        return isinstance(v, int) and 1 <= v <= 32
+    if not isinstance(v, int | float):
+        return False
+    # NaN passes as "num" (a diverged epoch's loss); a percentage must be a real 0..100 value.
+    return kind == "num" or (not math.isnan(v) and 0.0 <= v <= 100.0)
+
+
+def _check(path: Path, d: dict[str, Any], schema: tuple, where: str = "") -> dict[str, Any]:
+    """Validate `d` against `schema`; return the known keys (None for absent optional ones)."""
+    out: dict[str, Any] = {}
+    for key, kind, required in schema:
+        v = d.get(key)
+        if v is None:
+            if required:
+                raise LowbitError(f"{path}: missing required key '{where}{key}'")
+        elif not _valid(v, kind):
+            shown = repr(v)[:40]
+            raise LowbitError(
+                f"{path}: key '{where}{key}' must be {KIND_WORDS[kind]}, got {shown}"
+                f" ({type(v).__name__})"
+            )
+        out[key] = v
+    return out
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    """A JSON object from `path`; anything else is a LowbitError naming the file."""
+    try:
+        obj = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError) as e:
+        raise LowbitError(f"{path}: cannot read: {e}") from None
+    except json.JSONDecodeError as e:
+        raise LowbitError(f"{path}: invalid JSON: {e}") from None
+    if not isinstance(obj, dict):
+        raise LowbitError(f"{path}: expected a JSON object, got {type(obj).__name__}")
+    return obj
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """One metrics.json → rows (the main net first, then each extra net), validated."""
+    raw = read_json(path)
+    main = _check(path, raw, SCHEMA)
+    main["net"] = main["net"] or "main"
+    main["role"] = "main"
+    extra = raw.get("extra") or {}
+    if not isinstance(extra, dict):
+        raise LowbitError(f"{path}: key 'extra' must be an object of networks")
+    rows = [main]
+    for net, entry in sorted(extra.items()):
+        if not isinstance(entry, dict):
+            raise LowbitError(f"{path}: key 'extra.{net}' must be an object of metrics")
+        e = _check(path, entry, EXTRA_SCHEMA, where=f"extra.{net}.")
+        teacher = "teacher" in net.lower()
+        row = {**main, **{k: v for k, v in e.items() if k in METRICS}, "net": net}
+        row["method"] = e["method"] or f"{main['method']}-{net}"
+        row["w_bits"] = e["w_bits"] or (32 if teacher else main["w_bits"])
+        row["a_bits"] = e["a_bits"] or (32 if teacher else main["a_bits"])
+        row["role"] = "extra"
+        rows.append(row)
+    return rows
+
+
+def read_provenance(run_dir: Path) -> dict[str, Any]:
+    """Provenance of one run from its run.json; "unknown" fields when the file is absent."""
+    path = run_dir / "run.json"
+    raw = read_json(path) if path.is_file() else {}
+    prov = raw.get("provenance") or {}
+    config = raw.get("config") or {}
+    if not isinstance(prov, dict) or not isinstance(config, dict):
+        raise LowbitError(f"{path}: 'provenance' and 'config' must be objects")
+    versions = prov.get("versions") or "unknown"
+    if isinstance(versions, dict):
+        versions = ", ".join(f"{k} {v}" for k, v in sorted(versions.items()))
+    threads = prov.get("threads")
+    return {
+        "commit": str(prov.get("git_commit") or "unknown"),
+        "dirty": prov.get("git_dirty") is True,
+        "device": str(prov.get("device") or "unknown"),
+        "hostname": str(prov.get("hostname") or "unknown"),
+        "cpu": str(prov.get("cpu") or "unknown"),
+        "threads": str(threads) if threads is not None else "?",
+        "started": str(prov.get("started") or ""),
+        "versions": str(versions),
+        "config": config,
+        "has_run_json": path.is_file(),
+    }
+
+
+def _run_id(runs_dir: Path, run_dir: Path) -> str:
+    rel = run_dir.relative_to(runs_dir).as_posix()
+    return rel if rel != "." else run_dir.name
+
+
+def collect(runs_dir: Path, skip: Path | None = None) -> Collection:
+    """All runs under runs_dir (but the file `skip`) → Collection (see its docstring)."""
+    runs_dir = Path(runs_dir)
+    net_rows, run_rows = [], []
+    for path in find_metrics(runs_dir, skip):
+        run_dir = path.parent
+        run = _run_id(runs_dir, run_dir)
+        metrics = read_metrics(path)
+        prov = read_provenance(run_dir)
+        run_rows.append({"run": run, "run_dir": str(run_dir), **metrics[0], **prov})
+        for m in metrics:
+            rid = run if m["role"] == "main" else f"{run}#{m['net']}"
+            net_rows.append({"run": rid, "run_dir": str(run_dir), **m, **prov})
+    nets = pd.DataFrame(net_rows).drop(columns=["config"])
+    nets["bits"] = [bits_label(w, a) for w, a in zip(nets["w_bits"], nets["a_bits"], strict=True)]
+    for c in (*METRICS, "wall_s", "images_per_s"):
+        nets[c] = pd.to_numeric(nets[c], errors="coerce").astype(float)  # None → NaN
+    return Collection(runs_dir=runs_dir, nets=nets, runs=pd.DataFrame(run_rows))
+
+
+def read_history(run_dir: Path) -> pd.DataFrame | None:
+    """history.csv → long curves (net, step, epoch, val_top1, train_loss), None if absent.
+
+    `step` is the epoch when epochs increase; multi-round stages (TS, PQ) may restart the
+    count each round, and then `step` counts rows (epochs over all rounds) instead.
+    """
+    path = Path(run_dir) / "history.csv"
+    if not path.is_file():
+        return None
+    try:
+        raw = pd.read_csv(path)
+    except (OSError, ValueError, UnicodeDecodeError) as e:  # pandas' parser errors are ValueError
+        raise LowbitError(f"{path}: cannot read history: {e}") from None
+    if "epoch" not in raw.columns:
+        raise LowbitError(f"{path}: history has no 'epoch' column")
+    nets = ["", *sorted({c.split("/", 1)[0] + "/" for c in raw.columns if "/" in c})]
+    epoch = pd.to_numeric(raw["epoch"], errors="coerce")
+    step = epoch if epoch.is_monotonic_increasing and epoch.is_unique else raw.index + 1
+    parts = []
+    for prefix in nets:
+        cols = {f"{prefix}{c}": c for c in ("val_top1", "train_loss") if f"{prefix}{c}" in raw}
+        if not cols:
+            continue
+        part = raw[list(cols)].rename(columns=cols).apply(pd.to_numeric, errors="coerce")
+        part = part.assign(net=prefix.rstrip("/") or "main", step=step, epoch=epoch)
+        parts.append(part)
+    return pd.concat(parts, ignore_index=True) if parts else None

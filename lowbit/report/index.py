@@ -1,0 +1,271 @@
+"""The generated report, out_dir/README.md: provenance, tables, plots, references, decisions.
+
+Every link is relative to out_dir and points at a file that exists when the README is written,
+so the report reads the same on GitHub, in an editor preview, or in a copied folder. No
+generation time is written: the same runs give the same README (DVC sees no change).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from lowbit.report.plots import Plot
+from lowbit.report.reference import PUBLISHED
+from lowbit.report.tables import MISSING, Table, to_markdown
+
+DECISIONS_PAPER = (
+    "Quantizers (DoReFa-style tanh weights, clipped activations, straight-through rounding), "
+    "the layer policy (first conv and last fc full precision), joint KD losses and the "
+    "CIFAR-100 / ImageNet recipes are the paper's (paper.md §1, §4, §5).",
+)
+DECISIONS_LOWBIT = (
+    "Stochastic precision (SP): the whole design is lowbit's: unit = layer or residual block; "
+    "each unit quantized independently with probability p(t), stepped 0.5 → 0.75 → 0.875 → 1.0 "
+    "(after Dong et al., BMVC 2017) and then held at 1; selection uniform (default) or by "
+    "quantization error; evaluation always fully quantized (paper.md §3).",
+    "Two-stage (TS): stage-1 activations are clipped to [0, 1] but not rounded (`clip`, "
+    "default; `relu` offered); stage lengths and learning rates are parameters (§2).",
+    "Progressive bit decay (PQ): the bit schedule (16, 8, 4, 2 in the paper pipelines; 8, 4, 2 "
+    "in the quick one) and the epochs per step are parameters (§2).",
+    "Joint KD feature hint: optional L2 hint at each residual stage output, weight β, off by "
+    "default (the paper's layers and weight are unconfirmed, §4).",
+    "PACT and LSQ quantizers are offered beyond the paper, behind the same interface (§1).",
+)
+DECISIONS_REPORT = (
+    "Tables show best-epoch validation accuracy, as the paper does (§5); final-epoch tables are "
+    "written too.",
+    "Δ is against lowbit's own fp network of the same model and dataset, not the paper's FP.",
+    "Several seeds: mean ± sample standard deviation (n−1), with n.",
+    "Other networks trained in a run (e.g. the KD teacher) are rows `<method>-<net>` "
+    "(e.g. `kd-teacher`), after the methods; their bit-widths are their own (32/32 for a "
+    "teacher).",
+    "budget_epochs counts network-epochs: every round of TS/PQ and both networks of KD.",
+    f"Published peers are shown beside our rows only where model and dataset match, marked "
+    f"'{PUBLISHED}'.",
+    "metrics.json keys: `<model>/<dataset>/<bits>/<method>/top1|top5` (best-epoch, mean over "
+    "seeds; bits `w2a2`, `fp` for 32/32) and `runs`.",
+)
+
+
+@dataclass
+class Section:
+    """One (model, dataset): its tables, the vs-direct lines and its figures."""
+
+    model: str
+    dataset: str
+    tables: list[tuple[Table, Path, Path]]  # (table, .md path, .csv path)
+    vs_direct: list[str]
+    plots: list[Plot] = field(default_factory=list)
+
+
+def rel(path: Path, out_dir: Path) -> str:
+    """A link target relative to out_dir, POSIX slashes, <...> when it has spaces."""
+    text = Path(os.path.relpath(Path(path).resolve(), Path(out_dir).resolve())).as_posix()
+    return f"<{text}>" if " " in text else text
+
+
+def _n_runs(n: int) -> str:
+    return f"{n} run{'s' if n != 1 else ''}"
+
+
+def _counts(runs: pd.DataFrame, col: str) -> str:
+    counts = runs[col].astype(str).value_counts(sort=False).sort_index()
+    return ", ".join(f"`{k}` ({_n_runs(v)})" for k, v in counts.items())
+
+
+def provenance(runs: pd.DataFrame) -> str:
+    """Bullets: commits (dirty flagged), versions, machines, devices, start times."""
+    runs = runs.assign(
+        commit_state=runs["commit"] + runs["dirty"].map({True: " (dirty)", False: ""}),
+        machine=runs["hostname"]
+        + ": "
+        + runs["cpu"]
+        + ", "
+        + runs["threads"].astype(str)
+        + " threads",
+    )
+    started = sorted(s for s in runs["started"] if s)
+    lines = [
+        f"- git commits: {_counts(runs, 'commit_state')}",
+        f"- package versions: {_counts(runs, 'versions')}",
+        f"- machines: {_counts(runs, 'machine')}",
+        f"- devices: {_counts(runs, 'device')}",
+        f"- started: {started[0]} … {started[-1]}" if started else "- started: unknown",
+    ]
+    missing = runs.loc[~runs["has_run_json"], "run"].tolist()
+    if missing:
+        lines.append(f"- no run.json (provenance unknown): {', '.join(missing)}")
+    return "\n".join(lines) + "\n"
+
+
+def _plot_md(plot: Plot, out_dir: Path) -> str:
+    note = f"{plot.note} " if plot.note else ""
+    return f"![{plot.title}]({rel(plot.png, out_dir)})\n\n{note}[SVG]({rel(plot.svg, out_dir)})\n"
+
+
+def section(sec: Section, out_dir: Path) -> str:
+    """## model on dataset: best table, vs direct, final table, figures."""
+    parts = [f"## {sec.model} on {sec.dataset}\n"]
+    for table, md, csv in sec.tables:
+        head = "Best-epoch accuracy" if table.kind == "best" else "Final-epoch accuracy"
+        parts.append(f"### {head}\n\n*{table.caption}*\n\n{table.markdown()}")
+        parts.append(f"Files: [Markdown]({rel(md, out_dir)}), [CSV]({rel(csv, out_dir)})\n")
+        if table.kind == "best" and sec.vs_direct:
+            lines = "\n".join(f"- {x}" for x in sec.vs_direct)
+            parts.append(
+                "Change in best-epoch top-1 against direct quantization at the same bit-width "
+                f"(the paper claims every method improves on direct, §6):\n\n{lines}\n"
+            )
+    for plot in sec.plots:
+        parts.append(f"### {plot.title}\n\n{_plot_md(plot, out_dir)}")
+    return "\n".join(parts)
+
+
+def _fmt(v: Any, digits: int = 1) -> str:
+    if v is None or (isinstance(v, float) and pd.isna(v)):
+        return MISSING
+    return f"{v:.{digits}f}" if isinstance(v, float) else str(v)
+
+
+def runs_table(runs: pd.DataFrame, out_dir: Path) -> str:
+    """One line per run directory with links to its files (the exact config and logs)."""
+    rows = []
+    for _, r in runs.iterrows():
+        d = Path(r["run_dir"])
+        files = [
+            f"[{n}]({rel(d / n, out_dir)})"
+            for n in ("metrics.json", "run.json", "history.csv")
+            if (d / n).is_file()
+        ]
+        rows.append(
+            {
+                "run": r["run"],
+                "stage": r["stage"],
+                "method": r["method"],
+                "net": r["net"],
+                "W/A bits": f"{r['w_bits']}/{r['a_bits']}",
+                "seed": r["seed"],
+                "best top-1": _fmt(r["best_top1"]),
+                "final top-1": _fmt(r["top1"]),
+                "epochs": _fmt(r["epochs"], 0),
+                "budget": _fmt(r["budget_epochs"], 0),
+                "wall (s)": _fmt(r["wall_s"]),
+                "images/s": _fmt(r["images_per_s"], 0),
+                "device": r["device"],
+                "commit": r["commit"],
+                "files": " ".join(files),
+            }
+        )
+    return to_markdown(pd.DataFrame(rows))
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, str]:
+    out: dict[str, str] = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and v:
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = json.dumps(v, default=str)
+    return out
+
+
+def configs(runs: pd.DataFrame) -> str:
+    """Per stage, the resolved config: constant keys once, varying keys with all values."""
+    parts = []
+    for stage, grp in runs.groupby("stage", sort=True):
+        flat = [_flatten(c) for c in grp["config"]]
+        keys = sorted({k for f in flat for k in f})
+        if not keys:
+            continue
+        rows = []
+        for k in keys:
+            vals = sorted({f.get(k, "(absent)") for f in flat})
+            rows.append({"key": k, "value": " | ".join(vals)})  # to_markdown escapes the bars
+        table = to_markdown(pd.DataFrame(rows))
+        parts.append(
+            f"<details><summary>{stage} ({_n_runs(len(grp))})</summary>\n\n{table}\n</details>\n"
+        )
+    return "\n".join(parts) if parts else "No run.json with a config was found.\n"
+
+
+def references(ref: pd.DataFrame) -> str:
+    """All reference rows, numeric or not: these are published, not measured by lowbit."""
+    if ref.empty:
+        return "No reference files.\n"
+    cols = [
+        "source",
+        "citation",
+        "model",
+        "dataset",
+        "method",
+        "w_bits",
+        "a_bits",
+        "top1",
+        "top5",
+        "note",
+        "file",
+    ]
+    frame = ref[cols].copy()
+    for c in ("w_bits", "a_bits"):
+        frame[c] = frame[c].map(lambda v: MISSING if pd.isna(v) else str(int(v)))
+    for c in ("top1", "top5"):
+        frame[c] = frame[c].map(lambda v: MISSING if pd.isna(v) else f"{v:.1f}")
+    return f"All numbers below are **{PUBLISHED}** by lowbit.\n\n{to_markdown(frame)}"
+
+
+def decisions() -> str:
+    def bullets(items: tuple[str, ...]) -> str:
+        return "\n".join(f"- {x}" for x in items) + "\n"
+
+    return (
+        f"**[paper]** (stated by the paper or its released code):\n\n{bullets(DECISIONS_PAPER)}\n"
+        "**[lowbit]** (the paper leaves these open; lowbit's choices, all parameters, values "
+        f"per run in the Configs section):\n\n{bullets(DECISIONS_LOWBIT)}\n"
+        f"**This report's conventions:**\n\n{bullets(DECISIONS_REPORT)}"
+    )
+
+
+@dataclass
+class Parts:
+    """Everything the README shows, already written to disk."""
+
+    title: str
+    runs_dir: Path
+    runs: pd.DataFrame
+    sections: list[Section]
+    curves: list[Plot]
+    ref: pd.DataFrame
+    files: dict[str, Path]  # description → path of the data files (results.csv, ...)
+
+
+def render(parts: Parts, out_dir: Path) -> str:
+    """The whole README.md text."""
+    doc = [
+        f"# {parts.title}\n",
+        f"Generated by `lowbit.report.build_report` from {_n_runs(len(parts.runs))} under "
+        f"`{rel(parts.runs_dir, out_dir).strip('<>')}` (relative to this file). Accuracy is "
+        "validation accuracy in percent; Δ is in points.\n",
+        "## Provenance\n",
+        provenance(parts.runs),
+        *(section(sec, out_dir) for sec in parts.sections),
+        "## Training curves\n",
+        *(f"### {p.title}\n\n{_plot_md(p, out_dir)}" for p in parts.curves),
+        "" if parts.curves else "No history.csv was found.\n",
+        "## Runs\n",
+        runs_table(parts.runs, out_dir),
+        "## Configs\n",
+        configs(parts.runs),
+        f"## Published reference numbers ({PUBLISHED})\n",
+        references(parts.ref),
+        "## Decisions\n",
+        decisions(),
+        "## Data files\n",
+        "\n".join(f"- [{p.name}]({rel(p, out_dir)}): {d}" for d, p in parts.files.items()) + "\n",
+    ]
+    return "\n".join(x for x in doc if x)

@@ -1,0 +1,218 @@
+"""Paper-style tables: one per (model, dataset); rows = methods, columns = bit-widths.
+
+Cell: "top-1 / top-5 (Δ)", Δ = change in top-1 against our full-precision network ("fp",
+32/32) of the same model and dataset, in points; "mean ± std" (sample std, n−1) and ", n=k"
+when several seeds ran; "—" where nothing ran. The paper reports best-epoch validation
+accuracy (paper.md §5); the final-epoch table is written beside it for comparison.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+
+from lowbit.report.collect import bits_label
+from lowbit.report.reference import PUBLISHED, matching
+
+BASE_METHODS = ("fp", "direct", "ts", "pq", "sp", "kd")  # the paper's order of methods
+MISSING = "—"
+MINUS = "−"  # U+2212, as printed tables use
+PAIRS = {"best": ("best_top1", "best_top5"), "final": ("top1", "top5")}
+GROUP_KEYS = ["model", "dataset", "role", "method", "w_bits", "a_bits", "bits"]
+
+
+def method_key(method: str, role: str = "main") -> tuple:
+    """Row order: fp, direct, ts, pq, sp, kd; combinations ("ts+pq+kd") by size, then by
+    their parts' order; unknown methods alphabetically; extra nets (teachers) last."""
+    parts = method.split("+")
+    if all(p in BASE_METHODS for p in parts):
+        idx = sorted(BASE_METHODS.index(p) for p in parts)
+        return (role == "extra", 0 if len(parts) == 1 else 1, len(parts), idx, method)
+    return (role == "extra", 2, 0, [], method)
+
+
+def bits_key(bits: tuple[int, int]) -> tuple:
+    """Columns by weight then activation bits, FP (32/32) last."""
+    w, a = bits
+    return ((w, a) == (32, 32), w, a)
+
+
+def aggregate(nets: pd.DataFrame, kind: str = "best") -> pd.DataFrame:
+    """Mean, sample std and count of top-1/top-5 per (model, dataset, method, bits)."""
+    c1, c5 = PAIRS[kind]
+    g = nets.groupby(GROUP_KEYS, sort=False, dropna=False)
+    out = g.agg(
+        top1=(c1, "mean"),
+        top1_std=(c1, "std"),
+        top5=(c5, "mean"),
+        top5_std=(c5, "std"),
+        n=(c1, "count"),
+    )
+    return out.reset_index()
+
+
+def fp_baseline(agg: pd.DataFrame, model: str, dataset: str) -> float | None:
+    """Mean top-1 of our plain full-precision network ("fp" at 32/32), if it ran."""
+    sel = agg[
+        (agg["model"] == model)
+        & (agg["dataset"] == dataset)
+        & (agg["role"] == "main")
+        & (agg["method"] == "fp")
+        & (agg["bits"] == "FP")
+    ]
+    return None if sel.empty or pd.isna(sel["top1"].iloc[0]) else float(sel["top1"].iloc[0])
+
+
+def signed(x: float, decimals: int = 1) -> str:
+    """+0.4 / −1.3 / ±0.0 (a rounded zero has no sign)."""
+    text = f"{x:+.{decimals}f}"
+    if float(text) == 0.0:
+        return "±" + text[1:]
+    return text.replace("-", MINUS)
+
+
+def _mean_std(mean: float, std: float, n: int, decimals: int) -> str:
+    if pd.isna(mean):
+        return MISSING
+    text = f"{mean:.{decimals}f}"
+    if n > 1 and not pd.isna(std):
+        text += f" ± {std:.{decimals}f}"
+    return text
+
+
+def format_cell(r: pd.Series, fp: float | None, decimals: int, delta: bool) -> str:
+    """ "91.2 / 99.1 (−1.3)"; with seeds "91.0 ± 1.0 / 99.0 ± 0.5 (−1.3), n=3"."""
+    n = int(r["n"])
+    text = f"{_mean_std(r['top1'], r['top1_std'], n, decimals)} / "
+    text += _mean_std(r["top5"], r["top5_std"], n, decimals)
+    if delta and fp is not None and not pd.isna(r["top1"]):
+        text += f" ({signed(r['top1'] - fp, decimals)})"
+    return text + (f", n={n}" if n > 1 else "")
+
+
+@dataclass
+class Table:
+    """One paper table: `frame` has columns method, numbers, then one per bit-width."""
+
+    model: str
+    dataset: str
+    kind: str  # "best" | "final"
+    frame: pd.DataFrame
+    caption: str
+
+    @property
+    def slug(self) -> str:
+        return "_".join(slugify(x) for x in (self.model, self.dataset, self.kind))
+
+    def markdown(self) -> str:
+        return to_markdown(self.frame)
+
+
+def slugify(text: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-." else "-" for ch in str(text).lower())
+
+
+def to_markdown(frame: pd.DataFrame) -> str:
+    """A GitHub pipe table (no tabulate dependency); '|' inside cells is escaped."""
+    cols = [str(c) for c in frame.columns]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    for row in frame.itertuples(index=False):
+        lines.append("| " + " | ".join(str(v).replace("|", "\\|") for v in row) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _columns(ours: pd.DataFrame, refs: pd.DataFrame) -> list[str]:
+    pairs = {(int(w), int(a)) for w, a in zip(ours["w_bits"], ours["a_bits"], strict=True)}
+    pairs |= {(int(w), int(a)) for w, a in zip(refs["w_bits"], refs["a_bits"], strict=True)}
+    return [bits_label(w, a) for w, a in sorted(pairs, key=bits_key)]
+
+
+def _our_rows(sub: pd.DataFrame, cols: list[str], fp: float | None, decimals: int) -> list[dict]:
+    rows = []
+    groups = sorted(sub.groupby(["role", "method"]), key=lambda kv: method_key(kv[0][1], kv[0][0]))
+    for (role, method), grp in groups:
+        row = {"method": method, "numbers": "measured", **dict.fromkeys(cols, MISSING)}
+        for _, r in grp.iterrows():
+            is_fp = role == "main" and method == "fp" and r["bits"] == "FP"
+            row[r["bits"]] = format_cell(r, fp, decimals, delta=not is_fp)
+        rows.append(row)
+    return rows
+
+
+def _ref_rows(refs: pd.DataFrame, cols: list[str], decimals: int) -> list[dict]:
+    rows = []
+    for (source, _method), grp in refs.groupby(["source", "method"], sort=False):
+        row = {"method": source, "numbers": PUBLISHED, **dict.fromkeys(cols, MISSING)}
+        for _, r in grp.iterrows():
+            top5 = MISSING if pd.isna(r["top5"]) else f"{r['top5']:.{decimals}f}"
+            row[bits_label(int(r["w_bits"]), int(r["a_bits"]))] = (
+                f"{r['top1']:.{decimals}f} / {top5}"
+            )
+        rows.append(row)
+    return rows
+
+
+def caption(model: str, dataset: str, kind: str, fp: float | None, refs: pd.DataFrame) -> str:
+    which = (
+        "Best-epoch validation top-1 / top-5 accuracy (%), the values the paper reports (§5)"
+        if kind == "best"
+        else "Final-epoch validation top-1 / top-5 accuracy (%), for comparison (the paper "
+        "reports best-epoch values)"
+    )
+    text = f"{model} on {dataset}. {which}. "
+    if fp is None:
+        text += "No full-precision (fp) run: no change against FP shown. "
+    else:
+        text += f"In parentheses: change in top-1 against our fp network ({fp:.1f}), in points. "
+    text += "Mean ± sample standard deviation (n−1) over seeds where n > 1. —: not run."
+    if not refs.empty:
+        sources = ", ".join(sorted(set(refs["source"])))
+        text += (
+            f" Rows marked '{PUBLISHED}' ({sources}) are copied from the papers, with their own "
+            "training recipes; full citations in the reference CSV files and the report."
+        )
+    return text
+
+
+def paper_table(
+    agg: pd.DataFrame, ref: pd.DataFrame, model: str, dataset: str, kind: str, decimals: int = 1
+) -> Table:
+    """The table for one (model, dataset) from `aggregate(nets, kind)`."""
+    sub = agg[(agg["model"] == model) & (agg["dataset"] == dataset)]
+    # Published rows go beside the paper-style (best-epoch) table only.
+    refs = matching(ref, model, dataset) if kind == "best" else ref.head(0)
+    fp = fp_baseline(agg, model, dataset)
+    cols = _columns(sub, refs)
+    rows = _our_rows(sub, cols, fp, decimals) + _ref_rows(refs, cols, decimals)
+    frame = pd.DataFrame(rows, columns=["method", "numbers", *cols])
+    return Table(model, dataset, kind, frame, caption(model, dataset, kind, fp, refs))
+
+
+def vs_direct(agg: pd.DataFrame, model: str, dataset: str, decimals: int = 1) -> list[str]:
+    """One line per bit-width: each method's change in top-1 against direct quantization
+    (the paper's claim: every method improves over direct, §6)."""
+    sub = agg[(agg["model"] == model) & (agg["dataset"] == dataset) & (agg["role"] == "main")]
+    lines = []
+    for bits, grp in sub.groupby("bits", sort=False):
+        direct = grp[grp["method"] == "direct"]["top1"]
+        others = grp[~grp["method"].isin(["direct", "fp"])]
+        if direct.empty or others.empty:
+            continue
+        order = sorted(others["method"], key=method_key)
+        by = others.set_index("method")["top1"]
+        parts = [f"{m} {signed(by[m] - direct.iloc[0], decimals)}" for m in order]
+        lines.append(f"{bits}: " + ", ".join(parts))
+    return sorted(lines)
+
+
+def summary_metrics(agg: pd.DataFrame) -> dict[str, float]:
+    """Flat numbers for `dvc metrics show`: "<model>/<dataset>/<bits>/<method>/top1" (best-epoch
+    mean over seeds; bits lower-case, "fp" for 32/32) and ".../top5"."""
+    out: dict[str, float] = {}
+    for _, r in agg.iterrows():
+        key = f"{r['model']}/{r['dataset']}/{r['bits'].lower()}/{r['method']}"
+        for m in ("top1", "top5"):
+            if not pd.isna(r[m]):
+                out[f"{key}/{m}"] = round(float(r[m]), 4)
+    return dict(sorted(out.items()))
