@@ -48,7 +48,6 @@ class Common(_Strict):
     quantizer: Literal["dorefa", "pact", "lsq"] = "dorefa"
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     batch_size: int = Field(128, ge=1)
-    eval_batch_size: int = Field(512, ge=1)
     workers: int = Field(2, ge=0)
     loader: Literal["auto", "ffcv", "torch"] = "auto"
     augment: Literal["auto", "cifar", "imagenet", "none"] = "auto"
@@ -139,6 +138,10 @@ class Quantized(Train):
     w_bits: int = 2
     a_bits: int = 2
     init: str = "pretrain"  # a stage name, or "scratch"
+    init_tag: str = ""  # the tag of the init stage's output, if it has one
+    # Tells apart several runs of one stage at the same bits (e.g. bit-decay alone and
+    # bit-decay with two-stage + KD): output runs/<stage>/w<w>a<a>-<tag>.
+    tag: str = Field("", pattern=r"^[a-z0-9+-]*$")
 
     @field_validator("w_bits", "a_bits")
     @classmethod
@@ -175,6 +178,10 @@ class BitDecay(Quantized):
     # schedule serves every target of a pipeline (16,8,4,2 gives 16,8,4 for 4 bits).
     schedule: list[int] = [8, 4, 2]
     two_stage: bool = False  # each step quantizes weights first, then activations
+    # Set to split this many epochs over the rounds as evenly as possible (the lowest
+    # bit-widths get the remainder) instead of `epochs` per round: the same budget for
+    # every target.
+    total_epochs: int | None = Field(None, ge=1)
 
     @model_validator(mode="after")
     def _schedule(self) -> BitDecay:
@@ -271,7 +278,17 @@ class StageConfig(_Strict):
     @property
     def variant(self) -> str:
         p = self.params
-        return f"w{p.w_bits}a{p.a_bits}" if isinstance(p, Quantized) else ""
+        if not isinstance(p, Quantized):
+            return ""
+        return f"w{p.w_bits}a{p.a_bits}" + (f"-{p.tag}" if p.tag else "")
+
+    @property
+    def init_variant(self) -> str:
+        """The output folder name of this stage's init stage (same bits)."""
+        p = self.params
+        if not isinstance(p, Quantized) or p.init in ("pretrain", "scratch"):
+            return ""
+        return f"w{p.w_bits}a{p.a_bits}" + (f"-{p.init_tag}" if p.init_tag else "")
 
     def out_dir(self, stage: str | None = None, variant: str | None = None) -> Path:
         """runs/<stage>/<variant>: where a stage writes (default: this stage)."""

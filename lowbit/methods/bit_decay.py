@@ -21,10 +21,23 @@ from lowbit.methods.rounds import Round
 from lowbit.quant.functional import MAX_BITS, check_bits
 
 
+def split_epochs(total: int, n: int) -> list[int]:
+    """`total` epochs over `n` rounds as evenly as possible, the remainder to the last
+    (lowest-bit) rounds: split_epochs(8, 3) == [2, 3, 3]."""
+    if n < 1 or total < n:
+        raise ValueError(f"cannot split {total} epochs over {n} rounds (need >= 1 each)")
+    base, rest = divmod(total, n)
+    return [base + (i >= n - rest) for i in range(n)]
+
+
 def decay_rounds(
-    steps: Sequence[tuple[int, int]], epochs: int, two_stage: bool = False
+    steps: Sequence[tuple[int, int]],
+    epochs: int,
+    two_stage: bool = False,
+    total_epochs: int | None = None,
 ) -> list[Round]:
-    """Rounds for a decay sequence of (w_bits, a_bits) steps, `epochs` each."""
+    """Rounds for a decay sequence of (w_bits, a_bits) steps, `epochs` each (or
+    `total_epochs` split over all rounds)."""
     if not steps:
         raise ValueError("bit decay needs at least one step")
     prev_a = MAX_BITS
@@ -38,4 +51,10 @@ def decay_rounds(
             rounds.append(Round(w, prev_a, epochs, name=f"w{w}a{prev_a}"))
         rounds.append(Round(w, a, epochs, name=f"w{w}a{a}"))
         prev_a = a
+    if total_epochs is not None:
+        split = split_epochs(total_epochs, len(rounds))
+        rounds = [
+            Round(r.w_bits, r.a_bits, e, r.a_enabled, r.name)
+            for r, e in zip(rounds, split, strict=True)
+        ]
     return rounds

@@ -54,7 +54,7 @@ def device_of(cfg: StageConfig) -> torch.device:
 
 def load_data(cfg: StageConfig, device: torch.device) -> tuple[Any, Any, Any]:
     """(train loader, val loader, dataset meta) from the prepare stage's output."""
-    from lowbit.data import build_loaders, read_meta
+    from lowbit.data import DatasetMeta, build_loaders
 
     meta_path = cfg.data_dir / "meta.json"
     if not meta_path.is_file():
@@ -62,7 +62,7 @@ def load_data(cfg: StageConfig, device: torch.device) -> tuple[Any, Any, Any]:
             f"input stage 'prepare' has not run: {meta_path} not found "
             "(run `lowbit stage prepare` first)"
         )
-    meta = read_meta(cfg.data_dir)
+    meta = DatasetMeta.load(cfg.data_dir)
     world = engine.rank_world()[1]
     train, val = build_loaders(
         cfg.data_dir,
@@ -135,8 +135,7 @@ def student_init(cfg: StageConfig, arch: dict[str, Any]) -> Init:
     init = getattr(p, "init", "scratch")
     if init == "scratch":
         return Init(None)
-    variant = "" if init == "pretrain" else cfg.variant
-    return read_output(cfg, init, variant, arch)
+    return read_output(cfg, init, cfg.init_variant, arch)
 
 
 def quantized_from(init: Init, arch: dict[str, Any], w_bits: int, a_bits: int) -> nn.Module:
