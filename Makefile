@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml scripts/install.sh
 install: $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/dvc repro
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro
 	$(BIN)/lowbit show-report reports/README.md
 
 test: $(STAMP)

@@ -121,6 +121,7 @@ class Train(_Strict):
     """Shared by every training stage."""
 
     epochs: int = Field(10, ge=1)
+    eval_every: int = Field(1, ge=1)  # validate every k epochs (and after the last)
     optim: Optim = Optim()
     kd: KD | None = None  # set to train with a jointly trained FP teacher
     sp: SP | None = None  # set to train with stochastic precision

@@ -264,6 +264,7 @@ def train_plan(cfg: StageConfig, plan: Plan, train: Any, val: Any, device: torch
                 checkpoint=resume_dir / f"round{i}.pt",
                 fingerprint=fingerprint(cfg, (i, rnd)),
                 progress=cfg.common.progress,
+                eval_every=p.eval_every,
             )
             hist = engine.fit(trainees, train, val, spec, objective, [hooks])
             offset = len(rows)
@@ -348,6 +349,7 @@ def run_stage(cfg: StageConfig, rounds: list[Round], extra_bits: tuple[int, ...]
     device = device_of(cfg)
     train, val, meta = load_data(cfg, device)
     arch = arch_of(cfg, meta)
+    engine.seed_everything(cfg.common.seed)  # network initialisation is part of the result
     if cfg.stage == "pretrain":
         init, model = Init(None), fresh_fp(arch)
     else:

@@ -1,0 +1,140 @@
+"""Kill a training stage mid-epoch (SIGTERM, SIGKILL), rerun the same command, and get
+exactly the result of an uninterrupted run (bitwise: same CPU, same threads, and every
+epoch's randomness is a function of (seed, epoch))."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+BIN = Path(sys.executable).parent
+TIMING_KEYS = {"wall_s", "images_per_s", "epoch_s"}
+
+PARAMS = {
+    "common": {
+        "seed": 0, "dataset": "digits", "batch_size": 64, "workers": 0, "loader": "torch",
+        "progress": False, "runs_dir": "runs", "data_dir": "data",
+    },
+    "prepare": {"image_size": 8},
+    "pretrain": {"epochs": 2, "optim": {"lr": 0.1}},
+    "quantize_weights": {"epochs": 3, "optim": {"lr": 0.02}},
+    "quantize_activations": {"epochs": 3, "optim": {"lr": 0.02}},
+    "bit_decay": {"epochs": 2, "schedule": [4, 2], "optim": {"lr": 0.02}},
+    "stochastic_precision": {"epochs": 3, "optim": {"lr": 0.02}},
+    "distill": {"epochs": 3, "optim": {"lr": 0.02}},
+}  # fmt: skip
+
+# stage, extra CLI args, the resume file whose appearance means "epoch 1 done" in the
+# round to interrupt (bit-decay: the second round, i.e. mid-schedule)
+CASES = [
+    ("pretrain", [], "pretrain/_/round0.pt"),
+    ("quantize-weights", ["--bits", "2"], "quantize-weights/w2a2/round0.pt"),
+    ("quantize-activations", ["--bits", "2"], "quantize-activations/w2a2/round0.pt"),
+    ("bit-decay", ["--bits", "2"], "bit-decay/w2a2/round1.pt"),
+    ("stochastic-precision", ["--bits", "2"], "stochastic-precision/w2a2/round0.pt"),
+    ("distill", ["--bits", "2"], "distill/w2a2/round0.pt"),
+]
+NEEDS = {"quantize-activations": ("quantize-weights", ["--bits", "2"])}
+
+
+def lowbit(repo: Path, *args: str) -> subprocess.Popen:
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    return subprocess.Popen(
+        [str(BIN / "lowbit"), *args], cwd=repo, env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+
+
+def finish(repo: Path, *args: str) -> str:
+    p = lowbit(repo, *args)
+    out, _ = p.communicate(timeout=600)
+    assert p.returncode == 0, out
+    return out
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory) -> Path:
+    """Prepared digits + a pretrained FP net + TS stage 1, shared by every case."""
+    repo = tmp_path_factory.mktemp("base")
+    (repo / "params.yaml").write_text(yaml.safe_dump(PARAMS))
+    finish(repo, "stage", "prepare")
+    finish(repo, "stage", "pretrain")
+    finish(repo, "stage", "quantize-weights", "--bits", "2")
+    return repo
+
+
+def clone(base: Path, dest: Path, keep: list[str]) -> Path:
+    dest.mkdir()
+    shutil.copy(base / "params.yaml", dest)
+    shutil.copytree(base / "data", dest / "data")
+    for k in keep:
+        shutil.copytree(base / "runs" / k, dest / "runs" / k)
+    return dest
+
+
+def outputs(run_dir: Path) -> tuple[dict, dict]:
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    strip = lambda d: {k: v for k, v in d.items() if k not in TIMING_KEYS}  # noqa: E731
+    metrics = {k: (strip(v) if k == "extra" else v) for k, v in strip(metrics).items()}
+    metrics["extra"] = {n: strip(v) for n, v in metrics.get("extra", {}).items()}
+    state = torch.load(run_dir / "model.pt", weights_only=True)
+    return metrics, state
+
+
+def assert_same(a: Path, b: Path) -> None:
+    (ma, sa), (mb, sb) = outputs(a), outputs(b)
+    assert ma == mb
+    assert sa["nets"].keys() == sb["nets"].keys()
+    for net in sa["nets"]:
+        assert sa["nets"][net]["quant"] == sb["nets"][net]["quant"]
+        for k, v in sa["nets"][net]["model"].items():
+            assert torch.equal(v, sb["nets"][net]["model"][k]), (net, k)
+    ha = [ln.split(",")[:-1] for ln in (a / "history.csv").read_text().splitlines()]
+    hb = [ln.split(",")[:-1] for ln in (b / "history.csv").read_text().splitlines()]
+    assert [r[:2] + r[2:8] for r in ha] == [r[:2] + r[2:8] for r in hb]  # epoch_s dropped
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
+@pytest.mark.parametrize("stage,args,marker", CASES, ids=[c[0] for c in CASES])
+def test_killed_stage_resumes_to_the_uninterrupted_result(base, tmp_path, stage, args, marker, sig):
+    keep = ["pretrain"] + (["quantize-weights"] if stage == "quantize-activations" else [])
+    variant = "w2a2" if args else ""
+    if stage != "pretrain":
+        ref_dir = base / "runs" / stage / variant
+        if not ref_dir.exists():
+            finish(base, "stage", stage, *args)
+    else:
+        ref = clone(base, tmp_path / "ref", [])
+        finish(ref, "stage", stage, *args)
+        ref_dir = ref / "runs" / "pretrain"
+
+    repo = clone(base, tmp_path / "killed", [] if stage == "pretrain" else keep)
+    resume_file = repo / "runs" / ".resume" / marker
+    p = lowbit(repo, "stage", stage, *args)
+    deadline = time.time() + 300
+    while not resume_file.exists():
+        assert p.poll() is None, "stage finished before it could be interrupted"
+        assert time.time() < deadline
+        time.sleep(0.05)
+    time.sleep(random.Random(stage + str(sig)).uniform(0.1, 0.6))  # somewhere mid-epoch
+    assert p.poll() is None, "stage finished before it could be interrupted"
+    p.send_signal(sig)
+    p.wait(timeout=60)
+    assert p.returncode == -sig
+    out_dir = repo / "runs" / stage / variant if variant else repo / "runs" / stage
+    assert not (out_dir / "metrics.json").exists()  # nothing that looks complete
+
+    finish(repo, "stage", stage, *args)
+    assert_same(ref_dir, out_dir)
