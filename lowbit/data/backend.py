@@ -1,0 +1,37 @@
+"""Whether FFCV can be used here, decided once per process without importing it eagerly."""
+
+from __future__ import annotations
+
+import functools
+from importlib import metadata
+
+
+@functools.cache
+def _ffcv_import_error() -> str | None:
+    """None when `import ffcv` and its loader work, else the reason (one line).
+
+    FFCV's C extension needs opencv and libturbojpeg; on a machine without them the
+    import fails with an ImportError/OSError, which is the signal to fall back.
+    """
+    try:
+        import ffcv.loader
+        import ffcv.writer  # noqa: F401
+    except Exception as e:  # ImportError, OSError (missing .so), numba errors
+        return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+    return None
+
+
+def ffcv_available() -> bool:
+    """True when FFCV (and its system libraries) can be imported."""
+    return _ffcv_import_error() is None
+
+
+def ffcv_unavailable_reason() -> str:
+    return _ffcv_import_error() or ""
+
+
+def ffcv_version() -> str | None:
+    try:
+        return metadata.version("ffcv")
+    except metadata.PackageNotFoundError:
+        return None

@@ -1,0 +1,159 @@
+"""prepare_dataset: a source -> out_dir/{train,val}.{beton|npz} + meta.json.
+
+Crash safety: the data files are written under temporary names and renamed only when
+both are complete; an old meta.json is removed before the renames and the new one is
+written last, so a folder never holds a meta.json that describes missing or partial
+files.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+import lowbit
+from lowbit.data.backend import ffcv_available, ffcv_version
+from lowbit.data.meta import META_NAME, SPLITS, DatasetMeta, file_record
+from lowbit.data.sources import SOURCES, Source, load_source
+from lowbit.data.splits import Split, per_class_subset
+from lowbit.data.writer import mean_std, write_npz
+from lowbit.errors import ConfigError, DataError
+
+
+def _check_args(source: str, image_size: int, val_fraction: float, encoding: str,
+                jpeg_quality: int, fmt: str) -> None:  # fmt: skip
+    if source not in SOURCES:
+        raise ConfigError(f"unknown data source {source!r}; expected one of {list(SOURCES)}")
+    if encoding not in ("raw", "jpeg"):
+        raise ConfigError(f"encoding must be 'raw' or 'jpeg', got {encoding!r}")
+    if fmt not in ("auto", "beton", "npz"):
+        raise ConfigError(f"format must be 'auto', 'beton' or 'npz', got {fmt!r}")
+    if not 8 <= image_size <= 4096:
+        raise ConfigError(f"image_size must be in 8..4096 pixels, got {image_size}")
+    if not 0.0 < val_fraction < 1.0:
+        raise ConfigError(f"val_fraction must be in (0, 1), got {val_fraction}")
+    if not 1 <= jpeg_quality <= 100:
+        raise ConfigError(f"jpeg_quality must be in 1..100, got {jpeg_quality}")
+
+
+def _resolve_format(fmt: str) -> str:
+    if fmt == "auto":
+        if ffcv_available():
+            return "beton"
+        warnings.warn(
+            "FFCV is not importable; writing the plain .npz store (torch loaders only)",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return "npz"
+    if fmt == "beton" and not ffcv_available():
+        raise DataError("format='beton' needs FFCV, which cannot be imported here")
+    return fmt
+
+
+def _write_split(split: Split, path: Path, fmt: str, encoding: str, quality: int,
+                 workers: int, timeout_s: float, image_size: int) -> np.ndarray:  # fmt: skip
+    if fmt == "npz":
+        return write_npz(split, path, encoding, quality, timeout_s)
+    from lowbit.data.ffcv_writer import write_beton
+
+    max_bytes = image_size * image_size * 3  # a raw sample; a JPEG of it is smaller
+    return write_beton(split, path, encoding, quality, workers, timeout_s, max_bytes)
+
+
+def _select(src: Source, train_per_class: int | None, val_per_class: int | None,
+            seed: int) -> dict[str, Split]:  # fmt: skip
+    """The splits to write: class-balanced seeded subsets where asked for."""
+    splits = {"train": src.train, "val": src.val}
+    for name, k in (("train", train_per_class), ("val", val_per_class)):
+        if k is not None:
+            if k < 1:
+                raise ConfigError(f"{name}_per_class must be >= 1, got {k}")
+            splits[name] = splits[name].subset(per_class_subset(splits[name].labels, k, seed))
+    return splits
+
+
+def _commit(out_dir: Path, temps: dict[str, Path], fmt: str, meta: DatasetMeta) -> None:
+    """Rename the finished temp files into place; meta.json goes last."""
+    (out_dir / META_NAME).unlink(missing_ok=True)  # the old set stops looking complete
+    for n in SPLITS:
+        os.replace(temps[n], out_dir / f"{n}.{fmt}")
+    other = "npz" if fmt == "beton" else "beton"
+    for n in SPLITS:  # files of an earlier preparation in the other format
+        (out_dir / f"{n}.{other}").unlink(missing_ok=True)
+    meta.write(out_dir)
+
+
+def prepare_dataset(
+    source: str,
+    root: Path | None,
+    out_dir: Path,
+    image_size: int = 32,
+    seed: int = 0,
+    val_fraction: float = 0.2,
+    train_per_class: int | None = None,
+    encoding: str = "raw",
+    jpeg_quality: int = 90,
+    workers: int = 2,
+    timeout_s: float = 600,
+    format: str = "auto",
+    val_per_class: int | None = None,
+) -> DatasetMeta:
+    """Read `source`, write out_dir/train.<fmt>, out_dir/val.<fmt>, then out_dir/meta.json.
+
+    format: "beton" (FFCV), "npz" (plain numpy store for the torch backend) or "auto"
+    (beton when FFCV imports). val_per_class: like train_per_class, for quick runs.
+    Raises DataError (naming the file) for a missing root, a wrong layout, an empty
+    class folder, an unreadable image or pickle, a timeout; ConfigError for bad arguments.
+    """
+    _check_args(source, image_size, val_fraction, encoding, jpeg_quality, format)
+    fmt = _resolve_format(format)
+    src = load_source(source, root, image_size, seed, val_fraction, encoding)
+    splits = _select(src, train_per_class, val_per_class, seed)
+    for name, split in splits.items():
+        if len(split) == 0:
+            raise DataError(f"the {name} split of {root or source} has no images")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    temps: dict[str, Path] = {}
+    try:
+        stats = {}
+        for name, split in splits.items():
+            fd, tmp = tempfile.mkstemp(prefix=f".{name}.{fmt}.", suffix=".tmp", dir=out_dir)
+            os.close(fd)
+            temps[name] = Path(tmp)
+            stats[name] = _write_split(split, temps[name], fmt, encoding, jpeg_quality,
+                                       workers, timeout_s, image_size)  # fmt: skip
+        mean, std = mean_std(stats["train"])
+        shapes = np.concatenate([s[:, 6:8] for s in stats.values()]).astype(int)
+        fixed = (shapes == shapes[0]).all()
+        meta = DatasetMeta(
+            source=source,
+            root=None if root is None else str(Path(root).expanduser().resolve()),
+            classes=src.classes,
+            num_classes=len(src.classes),
+            counts={n: len(s) for n, s in splits.items()},
+            mean=mean,
+            std=std,
+            image_size=image_size,
+            encoding=encoding,
+            format=fmt,
+            files={f"{n}.{fmt}": file_record(temps[n]) for n in SPLITS},
+            version=lowbit.__version__,
+            fixed_shape=[int(v) for v in shapes[0]] if fixed else None,
+            jpeg_quality=jpeg_quality,
+            seed=seed,
+            val_fraction=val_fraction if source == "digits" else None,
+            train_per_class=train_per_class,
+            ffcv_version=ffcv_version() if fmt == "beton" else None,
+            extra={"val_per_class": val_per_class} if val_per_class else {},
+        )
+        _commit(out_dir, temps, fmt, meta)
+        return meta
+    finally:
+        for tmp in temps.values():
+            tmp.unlink(missing_ok=True)
