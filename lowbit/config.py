@@ -311,12 +311,14 @@ class StageConfig(_Strict):
 def read_params(path: Path) -> dict[str, Any]:
     """params.yaml as a dict; one clear error for a missing, unreadable or bad file."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise ConfigError(f"params file not found: {path}")
     try:
         raw = yaml.safe_load(path.read_text())
     except OSError as e:
         raise ConfigError(f"cannot read {path}: {e.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"cannot read {path}: not a text file") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark is not None else ""

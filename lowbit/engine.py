@@ -26,7 +26,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from lowbit import checkpoint
+from lowbit import checkpoint, distributed
 from lowbit.errors import CheckpointError, TrainingError
 from lowbit.quant.convert import load_quant_state, quant_state
 
@@ -65,6 +65,9 @@ def make_trainee(name: str, model: nn.Module, spec: OptimSpec, device: torch.dev
     model.to(device)
     if device.type == "cuda":
         model.to(memory_format=torch.channels_last)
+    # Several ranks: train through DDP (gradients averaged over ranks). Checkpoints and
+    # quantizer state always go through _unwrap, so their keys never depend on it.
+    model = distributed.wrap(model, device)
     opt = torch.optim.SGD(
         model.parameters(),
         lr=spec.lr,
@@ -137,6 +140,9 @@ class FitSpec:
     fingerprint: str = ""  # a checkpoint with another fingerprint is not resumed
     progress: bool = True
     on_epoch_end: Callable[[dict[str, float]], None] | None = None
+    # Evaluate after every k-th epoch and always after the last; the skipped epochs'
+    # validation metrics are NaN (a CPU budget saver for large validation sets).
+    eval_every: int = 1
 
 
 @dataclass
@@ -185,6 +191,11 @@ def evaluate(
     model: nn.Module, loader: Iterable[tuple[Tensor, Tensor]], device: torch.device
 ) -> dict:
     """loss (mean cross-entropy, nats), top1 and top5 (%) over the loader, all ranks."""
+    # Evaluate the bare network with rank 0's buffers: no DDP collectives per batch
+    # (ranks may see different numbers of val batches), and every rank scores the
+    # network rank 0 saves. The per-rank sums are all-reduced below.
+    model = _unwrap(model)
+    distributed.broadcast_buffers(model)
     was_training = model.training
     model.eval()
     sums = [0.0, 0.0, 0.0, 0.0]  # loss * n, top1 hits, top5 hits, n
@@ -219,7 +230,7 @@ def save_state(spec: FitSpec, trainees: Sequence[Trainee], epoch: int, history: 
     for t in trainees:
         nets[t.name] = {
             "model": _unwrap(t.model).state_dict(),
-            "quant": quant_state(t.model),
+            "quant": quant_state(_unwrap(t.model)),
             "optimizer": t.optimizer.state_dict(),
             "scaler": t.scaler.state_dict() if t.scaler is not None else {},
         }
@@ -259,7 +270,7 @@ def load_state(spec: FitSpec, trainees: Sequence[Trainee]) -> tuple[int, History
             _unwrap(t.model).load_state_dict(s["model"])
         except RuntimeError as e:
             raise CheckpointError(f"{spec.checkpoint}: {str(e).splitlines()[0]}") from None
-        load_quant_state(t.model, s["quant"])
+        load_quant_state(_unwrap(t.model), s["quant"])
         t.optimizer.load_state_dict(s["optimizer"])
         if t.scaler is not None and s["scaler"]:
             t.scaler.load_state_dict(s["scaler"])
@@ -318,7 +329,8 @@ def fit(
         for h in hooks:
             if hasattr(h, "on_epoch_end"):
                 h.on_epoch_end()
-        row = _epoch_row(trainees, sums, n_seen, val_loader, spec, epoch)
+        evaluate_now = (epoch + 1) % max(spec.eval_every, 1) == 0 or epoch + 1 == spec.epochs
+        row = _epoch_row(trainees, sums, n_seen, val_loader if evaluate_now else None, spec, epoch)
         row["epoch_s"] = time.perf_counter() - t0
         row["images_per_s"] = row["train_images"] / max(row["epoch_s"], 1e-9)
         history.wall_s += row["epoch_s"]
@@ -334,7 +346,7 @@ def _epoch_row(
     trainees: Sequence[Trainee],
     sums: dict[str, list[float]],
     n_seen: int,
-    val_loader: Iterable[tuple[Tensor, Tensor]],
+    val_loader: Iterable[tuple[Tensor, Tensor]] | None,
     spec: FitSpec,
     epoch: int,
 ) -> dict[str, float]:
@@ -344,7 +356,12 @@ def _epoch_row(
     n = max(flat[-1], 1.0)
     row: dict[str, float] = {"epoch": epoch + 1, "train_images": flat[-1]}
     for i, t in enumerate(trainees):
-        val = evaluate(t.model, val_loader, spec.device)
+        nan = float("nan")
+        val = (
+            evaluate(t.model, val_loader, spec.device)
+            if val_loader is not None
+            else {"loss": nan, "top1": nan, "top5": nan}
+        )
         row[f"{t.name}/train_loss"] = flat[2 * i] / n
         row[f"{t.name}/train_top1"] = 100.0 * flat[2 * i + 1] / n
         row[f"{t.name}/val_loss"] = val["loss"]
@@ -359,7 +376,8 @@ def summarize(history: History, name: str) -> dict[str, float]:
     if not history.epochs:
         raise TrainingError("no epoch was trained")
     last = history.epochs[-1]
-    best = max(history.epochs, key=lambda r: r[f"{name}/val_top1"])
+    scored = [r for r in history.epochs if math.isfinite(r[f"{name}/val_top1"])] or [last]
+    best = max(scored, key=lambda r: r[f"{name}/val_top1"])
     return {
         "top1": last[f"{name}/val_top1"],
         "top5": last[f"{name}/val_top5"],

@@ -21,10 +21,10 @@ from lowbit.errors import ConfigError
 
 
 @contextlib.contextmanager
-def locked(out_dir: Path) -> Iterator[None]:
-    """Exclusive lock on `out_dir` (a sibling .lock file), or a clear error if taken."""
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    lock = out_dir.parent / f".{out_dir.name}.lock"
+def locked(out_dir: Path, lock: Path) -> Iterator[None]:
+    """Exclusive lock on `out_dir` held through the file `lock` (kept outside the folders
+    DVC hashes), or a clear error naming the process that holds it."""
+    lock.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:

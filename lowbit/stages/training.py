@@ -239,7 +239,8 @@ def train_plan(cfg: StageConfig, plan: Plan, train: Any, val: Any, device: torch
         nets["teacher"] = teacher
     rows: list[dict[str, float]] = []
     wall = images = 0.0
-    with locked(out_dir):
+    lock = cfg.runs_dir / ".locks" / f"{cfg.stage}-{cfg.variant or 'fp'}.lock"
+    with locked(out_dir, lock):
         for i, rnd in enumerate(plan.rounds):
             rnd.apply(plan.model)
             trainees = [

@@ -1,0 +1,149 @@
+"""torch.distributed for multi-task jobs: one process per GPU (or per CPU task).
+
+A job with several tasks (SLURM tasks, or local submitit tasks) runs the same stage in
+every task; each task joins one process group here, the engine wraps its networks in
+DistributedDataParallel, metrics are summed across ranks and only rank 0 writes.
+
+launch.py reads the rank layout from submitit's JobEnvironment and hands it over as a
+plain DistEnv, so this module never imports submitit (only launch.py does).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+# Ports every task of a job derives alike from the job id (as submitit's
+# TorchDistributedEnvironment does), away from the well-known and ephemeral ranges.
+PORT_RANGE = (20000, 60000)
+
+_WRAPPED: dict[int, nn.parallel.DistributedDataParallel] = {}  # id(network) -> its DDP
+
+
+@dataclass(frozen=True)
+class DistEnv:
+    """Where this process sits in its job: ranks, world size, the rendezvous address."""
+
+    rank: int
+    local_rank: int  # rank on this node: picks the GPU
+    world_size: int
+    master_addr: str  # the first node of the job
+    master_port: int
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def master_port(job_id: str) -> int:
+    """The rendezvous port of a job: MASTER_PORT if set, else derived from the job id."""
+    if os.environ.get("MASTER_PORT"):
+        return int(os.environ["MASTER_PORT"])
+    return random.Random(str(job_id)).randint(*PORT_RANGE)
+
+
+def backend() -> str:
+    """nccl when this process has a GPU, gloo on the CPU."""
+    return "nccl" if torch.cuda.is_available() else "gloo"
+
+
+def init(env: DistEnv, timeout_s: float = 600.0) -> None:
+    """Join the job's process group (no-op for a single task).
+
+    Also exports the torch.distributed env:// variables, so code that reads RANK /
+    WORLD_SIZE / LOCAL_RANK (data loaders, samplers) sees the same layout.
+    """
+    if not env.distributed or dist.is_initialized():
+        return
+    os.environ.update(
+        MASTER_ADDR=env.master_addr,
+        MASTER_PORT=str(env.master_port),
+        RANK=str(env.rank),
+        WORLD_SIZE=str(env.world_size),
+        LOCAL_RANK=str(env.local_rank),
+    )
+    if torch.cuda.is_available():
+        # One GPU per task. A cluster that binds GPUs to tasks shows each task one
+        # device, hence the modulo; otherwise every task sees all of the node's GPUs.
+        torch.cuda.set_device(env.local_rank % torch.cuda.device_count())
+    dist.init_process_group(
+        backend(),
+        init_method=f"tcp://{env.master_addr}:{env.master_port}",
+        rank=env.rank,
+        world_size=env.world_size,
+        timeout=timedelta(seconds=timeout_s),
+    )
+
+
+def shutdown() -> None:
+    _WRAPPED.clear()
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+@contextlib.contextmanager
+def process_group(env: DistEnv) -> Iterator[None]:
+    """init(env) for the duration of a block; always leaves the group."""
+    init(env)
+    try:
+        yield
+    finally:
+        shutdown()
+
+
+def world_size() -> int:
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def wrap(model: nn.Module, device: torch.device) -> nn.Module:
+    """The model in DistributedDataParallel when this process is one of several ranks.
+
+    DDP averages gradients over ranks, so with per-rank batches of B the update equals
+    one process's update on the global batch of B x world (BatchNorm aside: its batch
+    statistics stay per rank). find_unused_parameters is turned on only when the model
+    has quantizers with learned parameters (PACT's alpha, LSQ's step): stochastic
+    precision switches such quantizers off for whole steps, leaving them without grads.
+    """
+    if world_size() == 1 or isinstance(model, nn.parallel.DistributedDataParallel):
+        return model
+    # One wrapper per network for the life of the process group: a training stage makes
+    # new trainees for the same network every round, and a second DDP over the same
+    # parameters would register a second set of gradient hooks.
+    cached = _WRAPPED.get(id(model))
+    if cached is not None and cached.module is model:
+        return cached
+    ids = None
+    if device.type == "cuda":
+        ids = [device.index if device.index is not None else torch.cuda.current_device()]
+    ddp = nn.parallel.DistributedDataParallel(
+        model, device_ids=ids, find_unused_parameters=_has_quantizer_params(model)
+    )
+    _WRAPPED[id(model)] = ddp
+    return ddp
+
+
+def _has_quantizer_params(model: nn.Module) -> bool:
+    from lowbit.quant.convert import iter_quantizers
+
+    return any(p.requires_grad for _, q in iter_quantizers(model) for p in q.parameters())
+
+
+def broadcast_buffers(model: nn.Module, src: int = 0) -> None:
+    """Copy rank src's buffers (BatchNorm running statistics) to every rank.
+
+    DDP syncs buffers at the start of each training forward, so after the last step
+    every rank holds stats updated by its own last batch; evaluating with rank 0's
+    makes every rank evaluate the network rank 0 saves.
+    """
+    if world_size() == 1:
+        return
+    for b in model.buffers():
+        dist.broadcast(b.data, src)

@@ -1,0 +1,167 @@
+"""The bad-input catalogue: every case through the CLI gives one clear line naming the
+problem, a non-zero exit, no traceback, and no output a later stage would accept."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import yaml
+from PIL import Image
+from typer.testing import CliRunner
+
+from lowbit import checkpoint
+from lowbit.cli import app
+
+runner = CliRunner()
+BASE = {
+    "common": {"dataset": "digits", "batch_size": 64, "workers": 0, "loader": "torch",
+               "progress": False, "data_dir": "data"},
+    "prepare": {"image_size": 8},
+    "pretrain": {"epochs": 1},
+    "direct": {"epochs": 1},
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory) -> Path:
+    """digits prepared + a 1-epoch FP network, reused (copied) by the cases that need it."""
+    repo = tmp_path_factory.mktemp("prepared")
+    (repo / "params.yaml").write_text(yaml.safe_dump(BASE))
+    cwd = os.getcwd()
+    os.chdir(repo)
+    try:
+        for stage in ("prepare", "pretrain"):
+            r = runner.invoke(app, ["stage", stage])
+            assert r.exit_code == 0, r.output
+    finally:
+        os.chdir(cwd)
+    return repo
+
+
+def _fresh(tmp_path: Path, params: dict | None = None) -> Path:
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params or BASE))
+    return tmp_path
+
+
+def _with_data(prepared: Path, tmp_path: Path, runs: bool = False) -> Path:
+    shutil.copy(prepared / "params.yaml", tmp_path)
+    shutil.copytree(prepared / "data", tmp_path / "data")
+    if runs:
+        shutil.copytree(prepared / "runs" / "pretrain", tmp_path / "runs" / "pretrain")
+    return tmp_path
+
+
+def _imagefolder(tmp_path: Path, empty_class: bool = False, corrupt: bool = False) -> Path:
+    root = tmp_path / "images"
+    for split in ("train", "val"):
+        for c in ("cat", "dog"):
+            d = root / split / c
+            d.mkdir(parents=True)
+            if empty_class and split == "train" and c == "dog":
+                continue
+            for i in range(3):
+                Image.new("RGB", (8, 8), (i * 40, 10, 200)).save(d / f"{i}.jpg")
+    if corrupt:
+        (root / "train" / "cat" / "1.jpg").write_bytes(b"not a jpeg at all")
+    return root
+
+
+def _params_dir(p: Path) -> Path:
+    (p / "params.yaml").mkdir()
+    return p
+
+
+def _beton(tmp: Path, how: str) -> None:
+    beton = next((tmp / "data").glob("train.*"))
+    data = bytearray(beton.read_bytes())
+    if how == "truncate":
+        beton.write_bytes(bytes(data[: len(data) // 2]))
+    else:
+        data[len(data) // 2] ^= 0xFF
+        beton.write_bytes(bytes(data))
+
+
+def _foreign_checkpoint(tmp: Path, num_classes: int = 10, model: str = "resnet20") -> None:
+    path = tmp / "runs" / "pretrain" / "model.pt"
+    state = checkpoint.load(path)
+    state["arch"] = {**state["arch"], "num_classes": num_classes, "model": model}
+    checkpoint.save(path, state)
+
+
+Case = tuple[str, list[str], str, Callable[[Path, Path], Path]]
+CASES: list[Case] = [
+    ("bits 0", ["stage", "direct", "--bits", "0"], "bits must be in [2, 32], got 0", lambda p, t: _fresh(t)),
+    ("bits 1", ["stage", "direct", "--bits", "1"], "got 1", lambda p, t: _fresh(t)),
+    ("bits 33", ["stage", "direct", "--bits", "33"], "got 33", lambda p, t: _fresh(t)),
+    ("bits 2.5", ["stage", "direct", "--set", "w_bits=2.5"], "direct.w_bits", lambda p, t: _fresh(t)),
+    ("schedule bits", ["stage", "bit-decay", "--set", "schedule=[8,4,1]"], "schedule", lambda p, t: _fresh(t)),
+    ("unknown model", ["stage", "pretrain", "--set", "common.model=vgg16"], "unknown model 'vgg16'", lambda p, t: _fresh(t)),
+    ("unknown dataset", ["stage", "prepare", "--set", "common.dataset=mnist"], "common.dataset", lambda p, t: _fresh(t)),
+    ("unknown quantizer", ["stage", "direct", "--set", "common.quantizer=xnor"], "common.quantizer", lambda p, t: _fresh(t)),
+    ("unknown KD loss", ["stage", "distill", "--set", "kd.loss=js"], "distill.kd.loss", lambda p, t: _fresh(t)),
+    ("unknown SP unit", ["stage", "stochastic-precision", "--set", "sp.unit=channel"], "sp.unit", lambda p, t: _fresh(t)),
+    ("unknown executor", ["stage", "pretrain", "--executor", "cloud"], "common.executor", lambda p, t: _fresh(t)),
+    ("missing params", ["stage", "pretrain", "--params", "nope.yaml"], "params file not found: nope.yaml", lambda p, t: t),
+    ("unreadable params", ["stage", "pretrain"], "cannot read params.yaml", lambda p, t: _params_dir(t)),
+    ("invalid YAML", ["stage", "pretrain"], "invalid YAML", lambda p, t: (t / "params.yaml").write_text("a: [") and t),
+    ("misspelled key", ["stage", "pretrain", "--set", "epohcs=3"], "unknown key 'pretrain.epohcs'; valid keys:", lambda p, t: _fresh(t)),
+    ("misspelled section", ["stage", "pretrain"], "unknown section 'pretrian'", lambda p, t: (t / "params.yaml").write_text("pretrian: {}\n") and t),
+    ("wrong type", ["stage", "pretrain", "--set", "epochs=many"], "pretrain.epochs", lambda p, t: _fresh(t)),
+    ("negative KD weight", ["stage", "distill", "--set", "kd.lambda_skl=-0.5"], "kd.lambda_skl", lambda p, t: _fresh(t)),
+    ("SP probability > 1", ["stage", "stochastic-precision", "--set", "sp.ramp=[0.5,1.2]"], "ramp probabilities", lambda p, t: _fresh(t)),
+    ("missing data root", ["stage", "prepare", "--set", "common.dataset=cifar10", "--set", "common.data_root=nowhere"], "nowhere", lambda p, t: _fresh(t)),
+    ("data root unset", ["stage", "prepare", "--set", "common.dataset=cifar10"], "common.data_root must be set", lambda p, t: _fresh(t)),
+    ("empty class folder", ["stage", "prepare", "--set", "common.dataset=imagefolder", "--set", "common.data_root=images"], "dog", lambda p, t: _imagefolder(t, empty_class=True) and _fresh(t)),
+    ("corrupt image", ["stage", "prepare", "--set", "common.dataset=imagefolder", "--set", "common.data_root=images"], "1.jpg", lambda p, t: _imagefolder(t, corrupt=True) and _fresh(t)),
+    ("corrupt .beton", ["stage", "pretrain"], "train.", lambda p, t: (_with_data(p, t), _beton(t, "flip"))[0]),
+    ("truncated .beton", ["stage", "pretrain"], "train.", lambda p, t: (_with_data(p, t), _beton(t, "truncate"))[0]),
+    ("prepare not run", ["stage", "pretrain"], "input stage 'prepare' has not run", lambda p, t: _fresh(t)),
+    ("pretrain not run", ["stage", "direct", "--bits", "2"], "input stage 'pretrain' has not run", lambda p, t: _with_data(p, t)),
+    ("TS stage 1 not run", ["stage", "quantize-activations", "--bits", "2"], "input stage 'quantize-weights' has not run", lambda p, t: _with_data(p, t, runs=True)),
+    ("corrupt checkpoint", ["stage", "direct", "--bits", "2"], "model.pt", lambda p, t: (_with_data(p, t, runs=True), (t / "runs/pretrain/model.pt").write_bytes(b"\x80garbage"))[0]),
+    ("other class count", ["stage", "direct", "--bits", "2"], "num_classes=100", lambda p, t: (_with_data(p, t, runs=True), _foreign_checkpoint(t, 100))[0]),
+    ("other model", ["stage", "direct", "--bits", "2"], "model='preresnet20'", lambda p, t: (_with_data(p, t, runs=True), _foreign_checkpoint(t, 10, "preresnet20"))[0]),
+    ("non-finite loss", ["stage", "direct", "--bits", "2", "--set", "optim.lr=1e30"], "non-finite loss", lambda p, t: _with_data(p, t, runs=True)),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("name,args,match,setup", CASES, ids=[c[0] for c in CASES])
+def test_bad_input(prepared, tmp_path, monkeypatch, name, args, match, setup):
+    repo = setup(prepared, tmp_path)
+    before = {p for p in repo.rglob("*") if p.is_file()}
+    monkeypatch.chdir(repo)
+    r = runner.invoke(app, args)
+    assert r.exit_code != 0, r.output
+    lines = [ln for ln in r.output.strip().splitlines() if ln.strip() and not ln.startswith("warn")]
+    errors = [ln for ln in lines if ln.startswith("error: ")]
+    assert len(errors) == 1 and match in errors[0], r.output
+    assert "Traceback" not in r.output
+    # nothing new that DVC or a later stage would take as complete
+    new = {p for p in repo.rglob("*") if p.is_file()} - before
+    assert not [p for p in new if p.name in ("metrics.json", "model.pt", "meta.json")], new
+
+
+def test_output_folder_locked_by_another_running_stage(prepared, tmp_path, monkeypatch):
+    repo = _with_data(prepared, tmp_path, runs=True)
+    lock = repo / "runs" / ".locks" / "direct-w2a2.lock"
+    lock.parent.mkdir(parents=True)
+    with open(lock, "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        f.write("4242")
+        f.flush()
+        monkeypatch.chdir(repo)
+        r = runner.invoke(app, ["stage", "direct", "--bits", "2"])
+    assert r.exit_code == 2
+    assert "being written by another running stage (pid 4242)" in r.output
+    assert not (repo / "runs" / "direct").exists()
+
+
+def test_catalogue_size():
+    assert len(CASES) + 1 >= 25
+    assert zipfile  # the zip layout is covered in tests/data
