@@ -13,7 +13,7 @@ install: $(STAMP)
 
 run: $(STAMP)
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro
-	$(BIN)/lowbit show-report reports/README.md
+	$(BIN)/lowbit show-report reports/digits-resnet20/README.md
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
