@@ -32,7 +32,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from lowbit.engine import StepOut, Trainee, autocast, optimizer_step
+from lowbit.engine import StepOut, Trainee, _unwrap, autocast, optimizer_step
 
 
 @dataclass(frozen=True)
@@ -105,10 +105,15 @@ class JointDistillation:
         self, weights: KDWeights = KDWeights(), hint_models: Sequence[nn.Module] = ()
     ) -> None:
         self.w = weights
-        self.hints = {id(m): _StageOutputs(m) for m in hint_models} if weights.hint_beta else {}
+        self.hints = (
+            {id(_unwrap(m)): _StageOutputs(_unwrap(m)) for m in hint_models}
+            if weights.hint_beta
+            else {}
+        )
 
     def _hint(self, student: nn.Module, teacher: nn.Module) -> Tensor:
-        s, t = self.hints[id(student)].outputs, self.hints[id(teacher)].outputs
+        s = self.hints[id(_unwrap(student))].outputs
+        t = self.hints[id(_unwrap(teacher))].outputs
         terms = [F.mse_loss(s[k], t[k].detach()) for k in s if k in t]
         return torch.stack(terms).sum() if terms else torch.zeros(())
 

@@ -10,6 +10,7 @@ only when the stage is complete.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import shutil
@@ -240,7 +241,9 @@ def train_plan(cfg: StageConfig, plan: Plan, train: Any, val: Any, device: torch
     rows: list[dict[str, float]] = []
     wall = images = 0.0
     lock = cfg.runs_dir / ".locks" / f"{cfg.stage}-{cfg.variant or 'fp'}.lock"
-    with locked(out_dir, lock):
+    # Only rank 0 writes outputs, so only rank 0 takes the lock.
+    guard = locked(out_dir, lock) if engine.rank_world()[0] == 0 else contextlib.nullcontext()
+    with guard:
         for i, rnd in enumerate(plan.rounds):
             rnd.apply(plan.model)
             trainees = [
