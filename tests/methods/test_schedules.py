@@ -118,7 +118,10 @@ def test_two_stage_rounds_and_modes(qmodel):
 def test_bit_decay_rounds_at_boundaries():
     rounds = decay_rounds([(16, 16), (8, 8), (4, 4), (2, 2)], epochs=3)
     assert [(r.w_bits, r.a_bits, r.epochs) for r in rounds] == [
-        (16, 16, 3), (8, 8, 3), (4, 4, 3), (2, 2, 3)
+        (16, 16, 3),
+        (8, 8, 3),
+        (4, 4, 3),
+        (2, 2, 3),
     ]
     ts = decay_rounds([(8, 8), (2, 2)], 1, two_stage=True)
     assert [(r.w_bits, r.a_bits) for r in ts] == [(8, 32), (8, 8), (2, 8), (2, 2)]

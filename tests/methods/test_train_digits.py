@@ -41,7 +41,9 @@ def _train(rounds, digits, tmp_path, fp_state, sp=False, kd=False):
     top1 = 0.0
     for i, rnd in enumerate(rounds):
         rnd.apply(model)
-        trainees = [engine.make_trainee(n, m, engine.OptimSpec(lr=0.02), CPU) for n, m in nets.items()]
+        trainees = [
+            engine.make_trainee(n, m, engine.OptimSpec(lr=0.02), CPU) for n, m in nets.items()
+        ]
         hooks = [StochasticPrecision(model, seed=0)] if sp else []
         spec = engine.FitSpec(rnd.epochs, 0, CPU, tmp_path / f"r{i}.pt", progress=False)
         hist = engine.fit(trainees, train, val, spec, JointDistillation() if kd else None, hooks)
