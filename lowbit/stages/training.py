@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -128,7 +129,8 @@ def read_output(cfg: StageConfig, stage: str, variant: str, arch: dict[str, Any]
     )
     method = "" if stage == "pretrain" else str(metrics.get("method", METHOD_OF_STAGE[stage]))
     budget = 0.0 if stage == "pretrain" else float(metrics.get("budget_epochs", 0.0))
-    return Init(dict(net["model"]), method, budget, str(path))
+    # relative to params.yaml's folder: results stay comparable when a repo moves
+    return Init(dict(net["model"]), method, budget, os.path.relpath(path, cfg.base_dir))
 
 
 def student_init(cfg: StageConfig, arch: dict[str, Any]) -> Init:
