@@ -106,8 +106,8 @@ def quantization(
 ) -> Iterator[nn.Module]:
     """Temporarily enable (True) or disable (False) weight / activation quantizers.
 
-        with quantization(model, weights=False, activations=False):
-            fp_logits = model(x)       # the float network of the same parameters
+    with quantization(model, weights=False, activations=False):
+        fp_logits = model(x)       # the float network of the same parameters
     """
     saved = {name: q.enabled for name, q in iter_quantizers(model)}
     try:

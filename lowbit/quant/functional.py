@@ -5,6 +5,12 @@ Backward: straight-through estimator on the rounding only (d q_k / d z := 1).
 
 `bits == 32` means "no rounding": weights are still tanh-normalised and activations
 still clipped, which is distinct from the plain float layer.
+
+`quantize_weight` and `quantize_activation` run fused kernels where they can
+(float CPU tensors, see fused.py and _kernels.py); `quantize_weight_reference` and
+`quantize_activation_reference` are the formulas in plain autograd ops, which the fused
+paths match bit for bit in the forward (and in the gradient, up to the last bit of the
+activation STE; see fused.py).
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import torch
 from torch import Tensor
 
 from lowbit.errors import ConfigError
+from lowbit.quant import fused
 
 MIN_BITS = 2
 MAX_BITS = 32
@@ -34,11 +41,21 @@ def check_bits(bits: object, what: str = "bits") -> int:
 
 
 class _RoundSTE(torch.autograd.Function):
-    """round() forward, identity backward (the straight-through estimator)."""
+    """round() forward, identity backward (the straight-through estimator).
+
+    Written with `setup_context` (and a generated vmap rule) so that torch.func
+    transforms (grad, vmap) can run the reference formulas too.
+    """
+
+    generate_vmap_rule = True
 
     @staticmethod
-    def forward(ctx: object, x: Tensor) -> Tensor:
+    def forward(x: Tensor) -> Tensor:
         return torch.round(x)
+
+    @staticmethod
+    def setup_context(ctx: object, inputs: tuple[Tensor], output: Tensor) -> None:
+        pass  # the STE needs nothing from the forward
 
     @staticmethod
     def backward(ctx: object, grad: Tensor) -> Tensor:
@@ -57,14 +74,29 @@ def quantize_unit(z: Tensor, bits: int) -> Tensor:
     return round_ste(z * n) / n
 
 
+def levels_of(bits: int) -> float:
+    """2^k - 1, the number of rounding steps; 0.0 means "no rounding" (32 bits)."""
+    return 0.0 if bits >= MAX_BITS else float(2**bits - 1)
+
+
 def quantize_weight(w: Tensor, bits: int) -> Tensor:
     """DoReFa weight quantizer with tanh normalisation (paper §3.1).
 
         t = tanh(W); z = t / (2 max|t|) + 1/2 in [0, 1]; W_q = 2 q_k(z) - 1 in [-1, 1]
 
     One scale per tensor; the max is not detached (as in the authors' code), so its
-    gradient reaches the arg-max element. Returns a tensor shaped like `w`.
+    gradient reaches the arg-max element. Returns a tensor shaped like `w`. Values and
+    gradients equal `quantize_weight_reference` bit for bit.
     """
+    bits = check_bits(bits)
+    ext = fused.kernels_for(w)
+    if ext is not None:
+        return fused.weight_quant(w, levels_of(bits), ext)
+    return quantize_weight_reference(w, bits)
+
+
+def quantize_weight_reference(w: Tensor, bits: int) -> Tensor:
+    """The weight quantizer in plain autograd ops: the formula the fused path must match."""
     bits = check_bits(bits)
     t = torch.tanh(w)
     z = t / (2 * t.abs().max()) + 0.5
@@ -72,17 +104,19 @@ def quantize_weight(w: Tensor, bits: int) -> Tensor:
 
 
 class _ClipRoundSTE(torch.autograd.Function):
-    """q_k(clip(x, 0, 1)) in one pass; saves a 1-byte mask, not a float tensor.
+    """q_k(clip(x, 0, 1)) in PyTorch ops, saving a 1-byte mask, not a float tensor.
 
-    Gradient: grad * 1[0 <= x <= 1], exactly torch.clamp's gradient (its boundary
-    points included) times the STE's 1 for the rounding.
+    The path for tensors the C++ kernels do not take (CUDA, half precision, tracing).
+    Gradient: where(0 <= x <= 1, grad, 0), the clip's gradient of `clip_unit`
+    (boundary points included) times the STE's 1 for the rounding. The mask is
+    `clip(x) == x` (false for NaN, like the reference's compares): 2 passes, not 3.
     """
 
     @staticmethod
     def forward(ctx: object, x: Tensor, levels: float) -> Tensor:
-        mask = (x >= 0) & (x <= 1)
-        ctx.save_for_backward(mask)
         y = x.clamp(0, 1)
+        if ctx.needs_input_grad[0]:
+            ctx.save_for_backward(y == x)
         if levels > 0:
             y = y.mul_(levels).round_().div_(levels)
         return y
@@ -90,16 +124,32 @@ class _ClipRoundSTE(torch.autograd.Function):
     @staticmethod
     def backward(ctx: object, grad: Tensor) -> tuple[Tensor, None]:
         (mask,) = ctx.saved_tensors
-        return grad * mask, None
+        return torch.where(mask, grad, 0.0), None
 
 
 def quantize_activation(x: Tensor, bits: int) -> Tensor:
     """Activation quantizer: q_k(clip(x, 0, 1)) (paper §3.1). At 32 bits, clip only."""
-    bits = check_bits(bits)
-    levels = 0.0 if bits >= MAX_BITS else float(2**bits - 1)
+    levels = levels_of(check_bits(bits))
+    ext = fused.kernels_for(x)
+    if ext is not None:
+        return fused.act_quant(x, levels, ext)
+    if torch._C._are_functorch_transforms_active():
+        return quantize_activation_reference(x, bits)  # torch.func: plain autograd ops
     return _ClipRoundSTE.apply(x, levels)
+
+
+def clip_unit(x: Tensor) -> Tensor:
+    """clip(x, 0, 1) with gradient 1 on the closed interval [0, 1] and 0 outside.
+
+    lowbit's convention for the clip's subgradient at the bounds, stated explicitly
+    because torch.clamp's own choice changed between releases (1 at the bounds up to
+    torch 2.x; 0 for scalar bounds in torch 2.14). Values equal x.clamp(0, 1) bit for
+    bit (NaN stays NaN, with gradient 0).
+    """
+    inside = (x >= 0) & (x <= 1)
+    return torch.where(inside, x, x.detach().clamp(0, 1))
 
 
 def quantize_activation_reference(x: Tensor, bits: int) -> Tensor:
     """The same quantizer in plain autograd ops: the formula the fused path must match."""
-    return quantize_unit(x.clamp(0, 1), check_bits(bits))
+    return quantize_unit(clip_unit(x), check_bits(bits))

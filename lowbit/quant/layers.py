@@ -3,6 +3,11 @@
 forward reads as a pipeline: quantize the input activation, quantize the weight, run
 the parent's operation. Parameter names are the parent's (`weight`, `bias`), so a float
 state dict loads unchanged; bias is never quantized (paper §3.1).
+
+On the CPU a QuantConv2d whose input quantizer is the paper's clip quantizer runs
+quantizer + conv as one fused autograd node (fused.quant_conv2d) during training: same
+values and gradients, but it saves the layer's input instead of a quantized copy, so
+it needs no more memory than the float conv (see fused.py).
 """
 
 from __future__ import annotations
@@ -10,6 +15,8 @@ from __future__ import annotations
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from lowbit.quant import fused
+from lowbit.quant.functional import levels_of
 from lowbit.quant.quantizers import ClipActivation, DoReFaWeight, Quantizer
 
 
@@ -64,7 +71,22 @@ class QuantConv2d(nn.Conv2d, _QuantMixin):
 
     def forward(self, x: Tensor) -> Tensor:
         # x: (N, C_in, H, W) -> (N, C_out, H', W')
+        ext = fused.conv_kernels(x, self.weight, self.bias) if self._fusable_input() else None
+        if ext is not None:  # the same pipeline as one autograd node (see fused.py)
+            geometry = (self.stride, self.padding, self.dilation, self.groups)
+            w = self.w_quant(self.weight)
+            return fused.quant_conv2d(x, w, self.bias, levels_of(self.a_quant.bits), geometry, ext)
         return self._conv_forward(self.a_quant(x), self.w_quant(self.weight), self.bias)
+
+    def _fusable_input(self) -> bool:
+        # Exactly the paper's clip quantizer (a subclass may change `quantize`), zero
+        # padding given as numbers (the fused node calls the conv kernel directly).
+        return (
+            type(self.a_quant) is ClipActivation
+            and self.a_quant.enabled
+            and self.padding_mode == "zeros"
+            and not isinstance(self.padding, str)
+        )
 
 
 class QuantLinear(nn.Linear, _QuantMixin):
