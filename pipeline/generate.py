@@ -15,7 +15,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 EXPERIMENTS = {
     # name: (bit-widths, report folder relative to the experiment, TS+PQ+KD total epochs)
-    "cifar10-resnet20": ([4, 2], "../../reports/cifar10-resnet20-cpu", 6),
+    "cifar10-resnet20": ([2, 4], "../../reports/cifar10-resnet20-cpu", 6),
     "cifar100-resnet20": ([4, 2], "../../reports/cifar100-resnet20", 100),
     "imagenet-resnet18": ([4, 2], "../../reports/imagenet-resnet18", 15),
     "imagenet-resnet50": ([4, 2], "../../reports/imagenet-resnet50", 15),
