@@ -6,7 +6,8 @@ A run directory (written by a stage) holds:
   history.csv   per-epoch curves, other nets' columns as "<net>/..."  optional; read for the plots
 
 Extra networks of a run (`metrics.json["extra"]`, e.g. the KD teacher) become rows of their
-own, method "<method>-<net>" (e.g. "kd-teacher") and role "extra", so tables list them after
+own, method "<method>-<net>" (a teacher: "<method>-teacher@w<w>a<a>", named after the
+student bits of its run, e.g. "kd-teacher@w2a2") and role "extra", so tables list them after
 the methods proper. Their bit-widths are the entry's own, else 32/32 for a teacher, else the
 run's.
 """
@@ -193,7 +194,10 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
         e = _check(path, entry, EXTRA_SCHEMA, where=f"extra.{net}.")
         teacher = "teacher" in net.lower()
         row = {**main, **{k: v for k, v in e.items() if k in METRICS}, "net": net}
-        row["method"] = e["method"] or f"{main['method']}-{net}"
+        # A teacher is named after its run's student bits: the teachers of the W2A2 and
+        # W4A4 runs are different networks, not seeds of one.
+        suffix = f"@w{main['w_bits']}a{main['a_bits']}" if teacher else ""
+        row["method"] = e["method"] or f"{main['method']}-{net}{suffix}"
         row["w_bits"] = e["w_bits"] or (32 if teacher else main["w_bits"])
         row["a_bits"] = e["a_bits"] or (32 if teacher else main["a_bits"])
         row["role"] = "extra"

@@ -40,7 +40,7 @@ def test_long_format_one_row_per_run_and_metric(tmp_path: Path) -> None:
     assert not long.duplicated(["run", "metric"]).any()
     teacher_rows = long[long["run"] == "kd#teacher"].set_index("metric")
     assert teacher_rows.loc["best_top1", "value"] == 95.5
-    assert teacher_rows.loc["best_top1", "method"] == "kd-teacher"
+    assert teacher_rows.loc["best_top1", "method"] == "kd-teacher@w2a2"
     assert (teacher_rows["w_bits"] == 32).all() and (teacher_rows["a_bits"] == 32).all()
     assert "budget_epochs" not in teacher_rows.index  # not inherited from the student
     assert set(long[long["run"] == "ts"]["metric"]) == {

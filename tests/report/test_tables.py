@@ -52,11 +52,11 @@ def test_mean_and_std_over_three_seeds(tmp_path: Path) -> None:
 
 def test_missing_runs_show_a_dash_and_rows_follow_the_paper(tmp_path: Path) -> None:
     t = _table(paper_runs(tmp_path))
-    assert list(t.index) == ["fp", "direct", "ts", "pq", "sp", "kd", "ts+pq+kd", "kd-teacher"]
+    assert list(t.index) == ["fp", "direct", "ts", "pq", "sp", "kd", "ts+pq+kd", "kd-teacher@w2a2"]
     assert list(t.columns) == ["numbers", "W2A2", "W2A32", "W4A4", "FP"]
     assert t.loc["direct", "W4A4"] == "—"
     assert t.loc["fp", "W2A2"] == "—"
-    assert t.loc["kd-teacher", "FP"] == "95.5 / 99.9 (+0.5)"
+    assert t.loc["kd-teacher@w2a2", "FP"] == "95.5 / 99.9 (+0.5)"
     assert t.loc["ts", "W2A32"] == "93.0 / 99.5 (−2.0)"
     assert set(t["numbers"]) == {"measured"}
 
@@ -127,6 +127,6 @@ def test_vs_direct_and_summary(tmp_path: Path) -> None:
     ]
     summary = summary_metrics(agg)
     assert summary["resnet20/digits/w2a2/ts/top1"] == 91.0
-    assert summary["resnet20/digits/fp/kd-teacher/top1"] == 95.5
+    assert summary["resnet20/digits/fp/kd-teacher@w2a2/top1"] == 95.5
     assert summary["resnet18/imagenet/fp/fp/top5"] == 89.1
     assert all(isinstance(v, float) for v in summary.values())
