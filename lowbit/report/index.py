@@ -16,6 +16,7 @@ from typing import Any
 import pandas as pd
 
 from lowbit.report.plots import Plot
+from lowbit.report.reference import COLUMNS as REFERENCE_COLUMNS
 from lowbit.report.reference import PUBLISHED
 from lowbit.report.tables import MISSING, Table, to_markdown
 
@@ -198,20 +199,7 @@ def references(ref: pd.DataFrame) -> str:
     """All reference rows, numeric or not: these are published, not measured by lowbit."""
     if ref.empty:
         return "No reference files.\n"
-    cols = [
-        "source",
-        "citation",
-        "model",
-        "dataset",
-        "method",
-        "w_bits",
-        "a_bits",
-        "top1",
-        "top5",
-        "note",
-        "file",
-    ]
-    frame = ref[cols].copy()
+    frame = ref[[*REFERENCE_COLUMNS, "file"]].copy()
     for c in ("w_bits", "a_bits"):
         frame[c] = frame[c].map(lambda v: MISSING if pd.isna(v) else str(int(v)))
     for c in ("top1", "top5"):
