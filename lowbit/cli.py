@@ -105,13 +105,8 @@ def _make_stage_command(stage: str) -> Callable[..., None]:
 
 
 for _stage in STAGES:
-    # typer takes the option name "--set" from the parameter name set_
-    stage_app.command(
-        _stage,
-        help=(
-            importlib.import_module(f"lowbit.stages.{_stage.replace('-', '_')}").__doc__ or ""
-        ).strip(),
-    )(_make_stage_command(_stage))
+    # help comes from the command's docstring (the stage module's), set in the factory
+    stage_app.command(_stage)(_make_stage_command(_stage))
 
 
 @app.command()
