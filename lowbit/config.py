@@ -229,6 +229,9 @@ class Distill(Quantized):
 
 class Report(_Strict):
     title: str = "lowbit report"
+    # The dataset's name in tables, figures and published-number matching (e.g. "imagenet"
+    # for an `imagefolder` source); default: each run's common.dataset.
+    dataset: str | None = None
 
 
 class Slurm(_Strict):
@@ -431,10 +434,38 @@ def load_config(
         raw.setdefault("common", {})
         raw["common"]["executor"] = executor
     src = str(params)
-    return StageConfig(
+    cfg = StageConfig(
         stage=stage,
         base_dir=params.resolve().parent,
         common=_validate(Common, raw.get("common"), "common", src),
         params=_validate(SECTIONS[stage], raw.get(key), key, src),
         slurm=_validate(Slurm, raw.get("slurm"), "slurm", src),
     )
+    _check_folders(cfg, src)
+    return cfg
+
+
+def _check_folders(cfg: StageConfig, src: str) -> None:
+    """Refuse output folders that overlap each other or the source data.
+
+    Stages replace whole output folders (runs/<stage>/<variant>, the prepared data) and
+    the report prunes its own stale files, so an output folder equal to, inside or
+    around another one -- or around the raw data -- could delete what it must not.
+    """
+    c = cfg.common
+    folders = {
+        "common.data_dir": cfg.path(c.data_dir),
+        "common.runs_dir": cfg.path(c.runs_dir),
+        "common.reports_dir": cfg.path(c.reports_dir),
+    }
+    if c.data_root is not None:
+        folders["common.data_root"] = cfg.path(c.data_root)
+    names = list(folders)
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            pa, pb = folders[a], folders[b]
+            if pa == pb or pa.is_relative_to(pb) or pb.is_relative_to(pa):
+                raise ConfigError(
+                    f"{src}: {a} ({pa}) and {b} ({pb}) overlap; "
+                    "outputs and source data need folders of their own"
+                )

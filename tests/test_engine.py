@@ -115,3 +115,40 @@ def test_lr_schedule():
         [0.1, 0.1, 0.01, 0.01, 0.001]
     )
     assert math.isclose(engine.OptimSpec(lr=0.1).lr_at(500), 0.1)
+
+
+_WRITER = """
+import sys, torch
+from pathlib import Path
+from lowbit import checkpoint
+path = Path(sys.argv[1])
+i = 0
+while True:  # ~8 MB per write, so a kill often lands mid-write
+    i += 1
+    checkpoint.save(path, {"step": i, "w": torch.full((2_000_000,), float(i))})
+    print(i, flush=True)
+"""
+
+
+@pytest.mark.parametrize("delay", [0.07, 0.29])
+def test_sigkill_during_checkpoint_writes_leaves_a_complete_checkpoint(tmp_path, delay):
+    """A real SIGKILL at an arbitrary point of a stream of checkpoint writes: the file
+    on disk is always one complete checkpoint, and a leftover temp file is hidden
+    (`.model.pt.*.tmp`), so nothing takes it for an output."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    path = tmp_path / "model.pt"
+    cmd = [sys.executable, "-c", _WRITER, str(path)]
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    assert p.stdout.readline().strip() == "1"  # at least one complete write
+    time.sleep(delay)
+    p.send_signal(signal.SIGKILL)
+    p.wait(timeout=30)
+    state = checkpoint.load(path)
+    assert state["step"] >= 1
+    assert torch.equal(state["w"], torch.full((2_000_000,), float(state["step"])))
+    others = [f.name for f in tmp_path.iterdir() if f.name != "model.pt"]
+    assert all(n.startswith(".model.pt.") and n.endswith(".tmp") for n in others), others

@@ -22,13 +22,16 @@ def build_report(
     out_dir: Path,
     reference_dir: Path | None = DEFAULT_REFERENCE_DIR,
     title: str = "lowbit report",
+    dataset: str | None = None,
 ) -> dict[str, float]:
     """Collect every run under runs_dir; write tables, plots, results.csv and README.md under
     out_dir; return the flat summary also written to out_dir/metrics.json.
 
     Raises LowbitError for a missing runs_dir, no runs, or a malformed metrics.json (the
-    message names the file). reference_dir=None shows no published numbers.
+    message names the file). reference_dir=None shows no published numbers. dataset, when
+    given, names the data of every run (an `imagefolder` run is then "imagenet", say), so
+    tables are titled by it and published numbers of that dataset appear beside ours.
     """
     from lowbit.report.build import build  # lazy: pandas and friends load only when used
 
-    return build(Path(runs_dir), Path(out_dir), reference_dir, title)
+    return build(Path(runs_dir), Path(out_dir), reference_dir, title, dataset)

@@ -121,10 +121,17 @@ def _data_files(col: Collection, agg_best: pd.DataFrame, out_dir: Path) -> dict[
 
 
 def build(
-    runs_dir: Path, out_dir: Path, reference_dir: Path | None, title: str
+    runs_dir: Path,
+    out_dir: Path,
+    reference_dir: Path | None,
+    title: str,
+    dataset: str | None = None,
 ) -> dict[str, float]:
     """See lowbit.report.build_report."""
     col = collect(runs_dir, skip=out_dir / "metrics.json")
+    if dataset:
+        col.nets["dataset"] = dataset
+        col.runs["dataset"] = dataset
     ref = load_reference(reference_dir)
     agg = {kind: aggregate(col.nets, kind) for kind in ("best", "final")}
     sections = _sections(col, agg, ref, out_dir)

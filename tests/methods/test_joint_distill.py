@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from lowbit import engine
 from lowbit.methods.joint_distill import JointDistillation, KDWeights, distill_term, kd_losses
@@ -83,3 +84,65 @@ def test_joint_step_updates_both_and_teacher_sees_pre_update_student_logits():
     assert not torch.equal(wt, t.model.weight) and not torch.equal(ws, s.model.weight)
     with pytest.raises(ValueError, match="student"):
         JointDistillation()([t], x, y)
+
+
+class _Staged(nn.Module):
+    """Two named residual-style stages (layer1, layer2) and a head, like the ResNets."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.layer1, self.layer2, self.fc = nn.Linear(4, 5), nn.Linear(5, 6), nn.Linear(6, 3)
+
+    def forward(self, x):
+        return self.fc(torch.relu(self.layer2(torch.relu(self.layer1(x)))))
+
+
+def test_hint_term_is_the_summed_stage_mse_and_reaches_only_the_student():
+    torch.manual_seed(0)
+    cpu = torch.device("cpu")
+    w = KDWeights(hint_beta=0.3)
+    s = engine.make_trainee("student", _Staged(), engine.OptimSpec(lr=0.1), cpu)
+    t = engine.make_trainee("teacher", _Staged(), engine.OptimSpec(lr=0.1), cpu)
+    x, y = torch.randn(8, 4), torch.randint(0, 3, (8,))
+    with torch.no_grad():
+        hs1, ht1 = s.model.layer1(x), t.model.layer1(x)
+        hs2, ht2 = s.model.layer2(torch.relu(hs1)), t.model.layer2(torch.relu(ht1))
+        zs, zt = s.model(x), t.model(x)
+    (ls,), lt = kd_losses(zt, [zs], y, w)
+    hint = ((hs1 - ht1) ** 2).mean() + ((hs2 - ht2) ** 2).mean()
+    teacher_before = {k: v.clone() for k, v in t.model.state_dict().items()}
+    out = JointDistillation(w, hint_models=[s.model, t.model])([s, t], x, y)
+    assert float(out["student"].loss) == pytest.approx(float(ls + 0.3 * hint), rel=1e-6)
+    assert float(out["teacher"].loss) == pytest.approx(float(lt), rel=1e-6)  # no hint term
+    # the teacher's update is the one its own loss gives: replay it without any hint
+    ref = engine.make_trainee("teacher", _Staged(), engine.OptimSpec(lr=0.1), cpu)
+    ref.model.load_state_dict(teacher_before)
+    (_,), lt_ref = kd_losses(ref.model(x), [zs], y, w)
+    engine.optimizer_step(ref, lt_ref)
+    for k, v in ref.model.state_dict().items():
+        assert torch.allclose(v, t.model.state_dict()[k], atol=1e-7), k
+
+
+def test_two_students_each_learn_from_the_teacher_and_it_from_their_mean():
+    torch.manual_seed(0)
+    cpu = torch.device("cpu")
+    nets = [nn.Linear(4, 3) for _ in range(3)]
+    names = ["student", "student_w4a4", "teacher"]
+    s2, s4, t = (
+        engine.make_trainee(n, m, engine.OptimSpec(lr=0.1), cpu)
+        for n, m in zip(names, nets, strict=True)
+    )
+    x, y = torch.randn(8, 4), torch.randint(0, 3, (8,))
+    with torch.no_grad():
+        z2, z4, zt = (m(x) for m in nets)
+    (l2, l4), lt = kd_losses(zt, [z2, z4], y)
+    w = KDWeights()
+    by_hand = (
+        w.lambda_t * F.cross_entropy(zt, y)
+        + w.lambda_tkl * (distill_term(z2, zt, w) + distill_term(z4, zt, w)) / 2
+    )
+    assert float(lt) == pytest.approx(float(by_hand), rel=1e-6)
+    out = JointDistillation()([s2, s4, t], x, y)
+    assert float(out["student"].loss) == pytest.approx(float(l2), rel=1e-6)
+    assert float(out["student_w4a4"].loss) == pytest.approx(float(l4), rel=1e-6)
+    assert float(out["teacher"].loss) == pytest.approx(float(lt), rel=1e-6)

@@ -57,7 +57,9 @@ def _with_data(prepared: Path, tmp_path: Path, runs: bool = False) -> Path:
     return tmp_path
 
 
-def _imagefolder(tmp_path: Path, empty_class: bool = False, corrupt: bool = False) -> Path:
+def _imagefolder(
+    tmp_path: Path, empty_class: bool = False, corrupt: bool = False, empty_file: bool = False
+) -> Path:
     root = tmp_path / "images"
     for split in ("train", "val"):
         for c in ("cat", "dog"):
@@ -69,6 +71,8 @@ def _imagefolder(tmp_path: Path, empty_class: bool = False, corrupt: bool = Fals
                 Image.new("RGB", (8, 8), (i * 40, 10, 200)).save(d / f"{i}.jpg")
     if corrupt:
         (root / "train" / "cat" / "1.jpg").write_bytes(b"not a jpeg at all")
+    if empty_file:
+        (root / "val" / "dog" / "2.jpg").write_bytes(b"")
     return root
 
 
@@ -119,6 +123,10 @@ CASES: list[Case] = [
     ("data root unset", ["stage", "prepare", "--set", "common.dataset=cifar10"], "common.data_root must be set", lambda p, t: _fresh(t)),
     ("empty class folder", ["stage", "prepare", "--set", "common.dataset=imagefolder", "--set", "common.data_root=images"], "dog", lambda p, t: _imagefolder(t, empty_class=True) and _fresh(t)),
     ("corrupt image", ["stage", "prepare", "--set", "common.dataset=imagefolder", "--set", "common.data_root=images"], "1.jpg", lambda p, t: _imagefolder(t, corrupt=True) and _fresh(t)),
+    ("empty image file", ["stage", "prepare", "--set", "common.dataset=imagefolder", "--set", "common.data_root=images"], "2.jpg", lambda p, t: _imagefolder(t, empty_file=True) and _fresh(t)),
+    ("runs_dir = data_dir", ["stage", "pretrain", "--set", "common.runs_dir=data"], "common.data_dir", lambda p, t: _with_data(p, t)),
+    ("reports inside runs", ["stage", "report", "--set", "common.reports_dir=runs/report"], "overlap", lambda p, t: _with_data(p, t, runs=True)),
+    ("data_root inside data_dir", ["stage", "prepare", "--set", "common.dataset=imagefolder", "--set", "common.data_root=data/images"], "common.data_root", lambda p, t: _fresh(t)),
     ("corrupt .beton", ["stage", "pretrain"], "train.", lambda p, t: (_with_data(p, t), _beton(t, "flip"))[0]),
     ("truncated .beton", ["stage", "pretrain"], "train.", lambda p, t: (_with_data(p, t), _beton(t, "truncate"))[0]),
     ("prepare not run", ["stage", "pretrain"], "input stage 'prepare' has not run", lambda p, t: _fresh(t)),

@@ -27,7 +27,7 @@ PARAMS = {
         "progress": False, "runs_dir": "runs", "data_dir": "data",
     },
     "prepare": {"image_size": 8},
-    "pretrain": {"epochs": 2, "optim": {"lr": 0.1}},
+    "pretrain": {"epochs": 3, "optim": {"lr": 0.1}},
     "quantize_weights": {"epochs": 3, "optim": {"lr": 0.02}},
     "quantize_activations": {"epochs": 3, "optim": {"lr": 0.02}},
     "bit_decay": {"epochs": 2, "schedule": [4, 2], "optim": {"lr": 0.02}},
@@ -58,7 +58,12 @@ def lowbit(repo: Path, *args: str) -> subprocess.Popen:
 
 def finish(repo: Path, *args: str) -> str:
     p = lowbit(repo, *args)
-    out, _ = p.communicate(timeout=600)
+    try:
+        out, _ = p.communicate(timeout=600)
+    finally:
+        if p.poll() is None:  # timed out: leave no stage running behind the test
+            p.kill()
+            p.wait()
     assert p.returncode == 0, out
     return out
 
@@ -81,6 +86,13 @@ def clone(base: Path, dest: Path, keep: list[str]) -> Path:
     for k in keep:
         shutil.copytree(base / "runs" / k, dest / "runs" / k)
     return dest
+
+
+def epoch_seconds(run_dir: Path) -> float:
+    """Median wall time of one epoch of a finished run (history.csv's last column)."""
+    rows = (run_dir / "history.csv").read_text().splitlines()[1:]
+    times = sorted(float(r.rsplit(",", 1)[1]) for r in rows)
+    return times[len(times) // 2]
 
 
 def outputs(run_dir: Path) -> tuple[dict, dict]:
@@ -127,8 +139,11 @@ def test_killed_stage_resumes_to_the_uninterrupted_result(base, tmp_path, stage,
     while not resume_file.exists():
         assert p.poll() is None, "stage finished before it could be interrupted"
         assert time.time() < deadline
-        time.sleep(0.05)
-    time.sleep(random.Random(stage + str(sig)).uniform(0.1, 0.6))  # somewhere mid-epoch
+        time.sleep(0.01)
+    # The marker is written at the end of epoch 1 and at least one more epoch follows:
+    # kill 10-60 % into the next epoch, scaled by the reference run's measured epoch
+    # time, so a fast machine cannot finish the stage before the signal lands.
+    time.sleep(random.Random(stage + str(sig)).uniform(0.1, 0.6) * epoch_seconds(ref_dir))
     assert p.poll() is None, "stage finished before it could be interrupted"
     p.send_signal(sig)
     p.wait(timeout=60)

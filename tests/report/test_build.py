@@ -146,3 +146,22 @@ def test_errors(tmp_path: Path) -> None:
     bad.write_text('{"stage": "x"')
     with pytest.raises(LowbitError, match=re.escape(str(bad))):
         build_report(tmp_path / "runs", tmp_path / "out")
+
+
+def test_dataset_label_names_imagefolder_runs(tmp_path: Path) -> None:
+    """An ImageNet pipeline reads an `imagefolder` source: `report.dataset: imagenet` titles
+    its tables by ImageNet and puts the published ImageNet rows beside them."""
+    runs = tmp_path / "runs"
+    for name, stage, bits in [("fp", "pretrain", 32), ("ts", "quantize-activations", 2)]:
+        write_run(runs, name, stage=stage, method=name, w_bits=bits, a_bits=bits,
+                  model="resnet18", dataset="imagefolder", history=False)  # fmt: skip
+    plain = build_report(runs, tmp_path / "plain")
+    assert (tmp_path / "plain" / "tables" / "resnet18_imagefolder_best.md").exists()
+    assert "resnet18/imagefolder/w2a2/ts/top1" in plain
+    out = tmp_path / "labelled"
+    summary = build_report(runs, out, dataset="imagenet")
+    assert "resnet18/imagenet/w2a2/ts/top1" in summary
+    best = (out / "tables" / "resnet18_imagenet_best.md").read_text()
+    assert "LSQ" in best and "LQ-Nets" in best
+    assert not list((out / "tables").glob("*imagefolder*"))
+    assert "## resnet18 on imagenet" in (out / "README.md").read_text()
