@@ -21,13 +21,30 @@ EXPERIMENTS = {
     "imagenet-resnet50": ([4, 2], "../../reports/imagenet-resnet50", 15),
     "imagenet-alexnet-bn": ([4, 2], "../../reports/imagenet-alexnet-bn", 15),
 }
-COMMON = ["common.seed", "common.model", "common.quantizer", "common.batch_size", "common.augment"]
+# What a training stage's result depends on: these params (besides its own section) and
+# this code (besides its own lowbit/stages/<stage>.py). Executor, workers and progress
+# are left out on purpose: they change where and how fast, not what is computed.
+COMMON = [
+    "common.seed",
+    "common.model",
+    "common.quantizer",
+    "common.batch_size",
+    "common.augment",
+    "common.loader",
+    "common.device",
+]
 CODE = [
+    "../../lowbit/config.py",
+    "../../lowbit/checkpoint.py",
+    "../../lowbit/distributed.py",
     "../../lowbit/engine.py",
+    "../../lowbit/provenance.py",
+    "../../lowbit/data",
     "../../lowbit/models",
     "../../lowbit/quant",
     "../../lowbit/methods",
     "../../lowbit/stages/training.py",
+    "../../lowbit/stages/outputs.py",
 ]
 B = "w${item.bits}a${item.bits}"
 
@@ -42,7 +59,8 @@ def stage(name: str, cmd: str, deps: list[str], section: str, out: str, matrix: 
     if matrix:
         lines += ["    matrix:", "      bits: ${bits}"]
     lines.append(f"    cmd: {cmd}")
-    lines += _list("deps", ["data/prepared", *deps, *CODE])
+    module = f"../../lowbit/stages/{cmd.split()[2].replace('-', '_')}.py"
+    lines += _list("deps", ["data/prepared", *deps, *CODE, module])
     lines += _list("params", [*COMMON, section])
     lines += _list("outs", [out])
     return "\n".join(lines)
@@ -60,7 +78,14 @@ def report(reports: str) -> str:
     ]
     lines = ["  report:", "    cmd: lowbit stage report"]
     lines += _list(
-        "deps", [*(f"runs/{r}" for r in runs), "../../lowbit/report", "../../reports/reference"]
+        "deps",
+        [
+            *(f"runs/{r}" for r in runs),
+            "../../lowbit/config.py",
+            "../../lowbit/report",
+            "../../lowbit/stages/report.py",
+            "../../reports/reference",
+        ],
     )
     lines += _list("params", ["common.reports_dir", "report"])
     lines.append("    outs:")
@@ -82,6 +107,8 @@ stages:
   prepare:
     cmd: lowbit stage prepare
     deps:
+      - ../../lowbit/config.py
+      - ../../lowbit/checkpoint.py
       - ../../lowbit/data
       - ../../lowbit/stages/prepare.py
     params:

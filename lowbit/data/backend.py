@@ -13,11 +13,18 @@ def _ffcv_import_error() -> str | None:
     FFCV's C extension needs opencv and libturbojpeg; on a machine without them the
     import fails with an ImportError/OSError, which is the signal to fall back.
     """
+    import torch
+
+    # ffcv.pipeline.compiler sets torch's (and numba's) thread count to 1 when imported;
+    # left alone, every stage that reads a .beton would train on one core.
+    threads = torch.get_num_threads()
     try:
         import ffcv.loader
         import ffcv.writer  # noqa: F401
     except Exception as e:  # ImportError, OSError (missing .so), numba errors
         return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+    finally:
+        torch.set_num_threads(threads)
     return None
 
 

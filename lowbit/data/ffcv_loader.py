@@ -111,7 +111,9 @@ class FfcvLoader:
         threads = torch.get_num_threads()
         try:
             cuda = self.spec.device.type == "cuda"
-            for x, y in self.loader:
+            for i, (x, y) in enumerate(self.loader):
+                if i == 0:  # FFCV's epoch thread set torch to num_workers threads by now
+                    torch.set_num_threads(threads)
                 if cuda:  # x: uint8 (N, 3, H, W) channels_last in FFCV's GPU buffer
                     x = x.float().sub_(self.mean).div_(self.std)  # new, still channels_last
                 yield x, y.reshape(-1).clone()  # CPU x is already new: NormalizeToCHW

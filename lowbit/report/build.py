@@ -12,6 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from lowbit.report import index, plots
+from lowbit.report.claims import budget_lines, claims
 from lowbit.report.collect import Collection, bits_label, collect, read_history
 from lowbit.report.reference import load_reference
 from lowbit.report.tables import aggregate, paper_table, slugify, summary_metrics, vs_direct
@@ -42,7 +43,13 @@ def _sections(
             plots.cost_vs_accuracy(col.nets, model, dataset, out_dir / "plots"),
         ]
         lines = vs_direct(agg["best"], model, dataset)
-        sections.append(index.Section(model, dataset, tables, lines, [f for f in figs if f]))
+        sections.append(
+            index.Section(
+                model, dataset, tables, lines, [f for f in figs if f],
+                claims=claims(agg["best"], model, dataset),
+                budget=budget_lines(col.nets, model, dataset),
+            )
+        )  # fmt: skip
     return sections
 
 

@@ -63,6 +63,8 @@ class Section:
     tables: list[tuple[Table, Path, Path]]  # (table, .md path, .csv path)
     vs_direct: list[str]
     plots: list[Plot] = field(default_factory=list)
+    claims: list[str] = field(default_factory=list)  # the paper's claims, with verdicts
+    budget: list[str] = field(default_factory=list)  # epoch accounting per bit-width
 
 
 def rel(path: Path, out_dir: Path) -> str:
@@ -122,6 +124,22 @@ def section(sec: Section, out_dir: Path) -> str:
             parts.append(
                 "Change in best-epoch top-1 against direct quantization at the same bit-width "
                 f"(the paper claims every method improves on direct, §6):\n\n{lines}\n"
+            )
+        if table.kind == "best" and sec.claims:
+            lines = "\n".join(f"- {x}" for x in sec.claims)
+            parts.append(
+                "### The paper's claims against these numbers\n\n"
+                "Verdicts from the best-epoch table above (docs/paper.md §6), whatever they "
+                f"say:\n\n{lines}\n"
+            )
+        if table.kind == "best" and sec.budget:
+            lines = "\n".join(f"- {x}" for x in sec.budget)
+            parts.append(
+                "### Epoch accounting\n\n"
+                "Budget of each low-bit result in network-epochs after FP pretraining: every "
+                "round of TS and PQ counts, and joint KD counts both networks (a student "
+                "trained 6 epochs beside its teacher costs 12). In parentheses: the epochs "
+                f"of the run itself.\n\n{lines}\n"
             )
     for plot in sec.plots:
         parts.append(f"### {plot.title}\n\n{_plot_md(plot, out_dir)}")

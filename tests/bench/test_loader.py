@@ -23,9 +23,9 @@ pytestmark = [
 def test_bench_compares_the_same_work_and_writes_its_report(tmp_path):
     r = run_loader_bench(ZIPS, tmp_path, batch_size=8, workers=1, epochs=1, subset=3)
     assert r["train_images"] == 30  # 3 per class
-    sides = [r["ffcv"], r["lowbit_torch_backend"], r["torchvision"]]
+    sides = [r["ffcv"], r["ffcv_jpeg"], r["lowbit_torch_backend"], r["torchvision"]]
     # drop_last on every side: 3 batches of 8; the same output tensors
-    assert [s["images_per_epoch"] for s in sides] == [24, 24, 24]
+    assert [s["images_per_epoch"] for s in sides] == [24, 24, 24, 24]
     assert {s["output"] for s in sides} == {"float32 (8, 3, 32, 32)"}
     assert all(s["images_per_s"] > 0 for s in sides)
     ratio = r["ffcv"]["images_per_s"] / r["torchvision"]["images_per_s"]
@@ -34,5 +34,11 @@ def test_bench_compares_the_same_work_and_writes_its_report(tmp_path):
     assert json.loads((tmp_path / "loader.json").read_text())["ratio_ffcv_over_torchvision"] == (
         pytest.approx(ratio)
     )
+    jpeg = r["ffcv_jpeg"]["images_per_s"] / r["torchvision"]["images_per_s"]
+    assert r["ratio_ffcv_jpeg_over_torchvision"] == pytest.approx(jpeg)
     md = (tmp_path / "loader.md").read_text()
-    assert f"{ratio:.1f}x" in md and r["environment"]["versions"]["ffcv"] in md
+    assert (
+        f"{ratio:.1f}x" in md
+        and f"{jpeg:.1f}x" in md
+        and r["environment"]["versions"]["ffcv"] in md
+    )

@@ -248,3 +248,27 @@ print("ok")
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
+
+
+_THREADS = """
+import sys, torch
+from pathlib import Path
+torch.set_num_threads(2)
+from lowbit.data import build_loaders, ffcv_available
+assert ffcv_available()
+train, val = build_loaders(Path(sys.argv[1]), 64, 1, augment="cifar", backend="ffcv")
+seen = [torch.get_num_threads()]
+for x, y in train:
+    seen.append(torch.get_num_threads())  # the training step runs here, on these threads
+print(min(seen), max(seen))
+"""
+
+
+def test_reading_a_beton_keeps_torch_on_all_its_threads(digits_beton):
+    """Importing FFCV sets torch to one thread, and each FFCV epoch to `workers` threads;
+    lowbit keeps the count a stage started with, before, while and after iterating an
+    FFCV loader with one worker (a fresh process: the count is process state)."""
+    out = subprocess.run([sys.executable, "-c", _THREADS, str(digits_beton)],
+                         capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["2", "2"]

@@ -84,3 +84,48 @@ def test_dvc_repro_default_pipeline_end_to_end(tmp_path):
 
     metrics = _run(["dvc", "metrics", "show", "--json"], repo)
     assert metrics.returncode == 0 and "top1" in metrics.stdout
+
+    # `dvc plots show` renders the training curves and the report's bits-vs-top-1 data.
+    plots = _run(["dvc", "plots", "show", "--json"], repo)
+    assert plots.returncode == 0, plots.stderr[-2000:]
+    for name in ("runs/pretrain/history.csv", "runs/distill/w2a2/history.csv", "plots.csv"):
+        assert name in plots.stdout, name
+    assert "val_top1" in plots.stdout and "teacher/val_top1" in plots.stdout
+
+    # Another seed as a DVC experiment: everything reruns (the seed also draws the split)
+    # and `dvc exp show` sets the two runs side by side with their own results.
+    params["direct"]["optim"]["lr"] = 0.02
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    _run(["git", "add", "-A"], repo)
+    _run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "seed 0"], repo)
+    exp = _run(["dvc", "exp", "run", "-S", "common.seed=1", "-n", "seed1"], repo)
+    assert exp.returncode == 0, exp.stdout[-3000:] + exp.stderr[-3000:]
+    shown = _run(["dvc", "exp", "show", "--json"], repo)
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    rows = _exp_rows(json.loads(shown.stdout))
+    head = _run(["git", "rev-parse", "HEAD"], repo).stdout.strip()
+    assert rows["seed1"]["seed"] == 1 and rows[head]["seed"] == 0, rows
+    a, b = rows["seed1"]["metrics"], rows[head]["metrics"]
+    assert a.keys() == b.keys() and any(k.endswith("/top1") for k in a)
+    assert a != b  # another seed: another split, initialisation and order
+
+
+def _exp_rows(shown: list) -> dict[str, dict]:
+    """`dvc exp show --json` → {rev or name: {"seed": common.seed, "metrics": …}}."""
+    rows = {}
+
+    def add(rev: dict) -> None:
+        data = rev.get("data") or {}
+        params = data.get("params", {}).get("params.yaml", {}).get("data", {})
+        metrics = data.get("metrics", {}).get("reports/digits-resnet20/metrics.json", {})
+        row = {"seed": params.get("common", {}).get("seed"), "metrics": metrics.get("data")}
+        for key in (rev.get("rev"), rev.get("name")):
+            if key:
+                rows[key] = row
+        for group in rev.get("experiments") or []:
+            for r in group.get("revs", []):
+                add(r)
+
+    for rev in shown:
+        add(rev)
+    return rows
