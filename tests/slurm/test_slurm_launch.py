@@ -93,6 +93,40 @@ def test_unreachable_controller_fails_fast(tmp_path, monkeypatch):
     assert not (tmp_path / "runs").exists()  # nothing was submitted
 
 
+def _cli(tmp_path: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "lowbit.cli", "stage", "pretrain", *args],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path, env=env,
+    )  # fmt: skip
+
+
+def _one_error_line(r: subprocess.CompletedProcess) -> str:
+    assert r.returncode == 2, r.stderr
+    lines = [ln for ln in r.stderr.strip().splitlines() if ln.startswith("error: ")]
+    assert len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
+    return lines[0]
+
+
+def test_cli_gpu_request_on_gpu_less_cluster_is_one_error_line(slurm_cluster, tmp_path):
+    write_params(tmp_path, slurm={"stages": {"pretrain": {"gpus_per_node": 1}}})
+    line = _one_error_line(_cli(tmp_path))
+    assert "1 GPU(s) per node" in line, line
+    assert not list(tmp_path.glob("runs/pretrain*"))
+
+
+def test_cli_unreachable_controller_is_one_error_line(tmp_path):
+    conf = Path("/etc/slurm/slurm.conf")
+    if not conf.is_file():
+        pytest.skip("no /etc/slurm/slurm.conf to derive a broken one from")
+    bad = tmp_path / "slurm.conf"
+    lines = [ln for ln in conf.read_text().splitlines() if not ln.startswith("SlurmctldPort")]
+    bad.write_text("\n".join([*lines, "SlurmctldPort=6999"]) + "\n")
+    write_params(tmp_path)
+    r = _cli(tmp_path, env={**os.environ, "SLURM_CONF": str(bad)})
+    assert "cannot reach the SLURM controller" in _one_error_line(r)
+    assert not (tmp_path / "runs").exists()
+
+
 def test_interrupted_launch_cancels_its_job(slurm_cluster, tmp_path):
     """SIGTERM to the waiting process (dvc stopped, the driver at its limit) or Ctrl-C
     cancels the job instead of leaving it running unwatched."""
