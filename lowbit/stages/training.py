@@ -287,7 +287,14 @@ def train_plan(cfg: StageConfig, plan: Plan, train: Any, val: Any, device: torch
 
 
 def _summary(rows: list[dict[str, float]], name: str) -> dict[str, float]:
-    return engine.summarize(engine.History(rows), name)
+    """Final and best-epoch metrics of one network. "Best" looks only at the final round:
+    earlier rounds of TS / PQ train the network at other bit-widths (a PQ run to W2A2
+    passes through W4A4), so their accuracy is not the result's."""
+    out = engine.summarize(engine.History(rows), name)
+    final = [r for r in rows if r["round"] == rows[-1]["round"]]
+    best = engine.summarize(engine.History(final), name)
+    out.update({k: best[k] for k in ("best_top1", "best_top5", "best_epoch")})
+    return out
 
 
 def _metrics(
