@@ -112,6 +112,31 @@ def _plot_md(plot: Plot, out_dir: Path) -> str:
     return f"![{plot.title}]({rel(plot.png, out_dir)})\n\n{note}[SVG]({rel(plot.svg, out_dir)})\n"
 
 
+def _best_notes(sec: Section) -> list[tuple[str, list[str]]]:
+    """The bullet lists after the best-epoch table: (intro, items), empty ones left out."""
+    notes = [
+        (
+            "Change in best-epoch top-1 against direct quantization at the same bit-width "
+            "(the paper claims every method improves on direct, §6):",
+            sec.vs_direct,
+        ),
+        (
+            "### The paper's claims against these numbers\n\n"
+            "Verdicts from the best-epoch table above (docs/paper.md §6), whatever they say:",
+            sec.claims,
+        ),
+        (
+            "### Epoch accounting\n\n"
+            "Budget of each low-bit result in network-epochs after FP pretraining: every "
+            "round of TS and PQ counts, and joint KD counts both networks (a student "
+            "trained 6 epochs beside its teacher costs 12). In parentheses: the epochs "
+            "of the run itself.",
+            sec.budget,
+        ),
+    ]
+    return [(intro, items) for intro, items in notes if items]
+
+
 def section(sec: Section, out_dir: Path) -> str:
     """## model on dataset: best table, vs direct, final table, figures."""
     parts = [f"## {sec.model} on {sec.dataset}\n"]
@@ -119,28 +144,10 @@ def section(sec: Section, out_dir: Path) -> str:
         head = "Best-epoch accuracy" if table.kind == "best" else "Final-epoch accuracy"
         parts.append(f"### {head}\n\n*{table.caption}*\n\n{table.markdown()}")
         parts.append(f"Files: [Markdown]({rel(md, out_dir)}), [CSV]({rel(csv, out_dir)})\n")
-        if table.kind == "best" and sec.vs_direct:
-            lines = "\n".join(f"- {x}" for x in sec.vs_direct)
-            parts.append(
-                "Change in best-epoch top-1 against direct quantization at the same bit-width "
-                f"(the paper claims every method improves on direct, §6):\n\n{lines}\n"
-            )
-        if table.kind == "best" and sec.claims:
-            lines = "\n".join(f"- {x}" for x in sec.claims)
-            parts.append(
-                "### The paper's claims against these numbers\n\n"
-                "Verdicts from the best-epoch table above (docs/paper.md §6), whatever they "
-                f"say:\n\n{lines}\n"
-            )
-        if table.kind == "best" and sec.budget:
-            lines = "\n".join(f"- {x}" for x in sec.budget)
-            parts.append(
-                "### Epoch accounting\n\n"
-                "Budget of each low-bit result in network-epochs after FP pretraining: every "
-                "round of TS and PQ counts, and joint KD counts both networks (a student "
-                "trained 6 epochs beside its teacher costs 12). In parentheses: the epochs "
-                f"of the run itself.\n\n{lines}\n"
-            )
+        if table.kind == "best":
+            for intro, items in _best_notes(sec):
+                lines = "\n".join(f"- {x}" for x in items)
+                parts.append(f"{intro}\n\n{lines}\n")
     for plot in sec.plots:
         parts.append(f"### {plot.title}\n\n{_plot_md(plot, out_dir)}")
     return "\n".join(parts)
