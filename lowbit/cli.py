@@ -161,6 +161,25 @@ def bench_loader(
     guarded(False, lambda: run_loader_bench(data_root=data_root, out_dir=out_dir))
 
 
+@app.command("archive")
+def archive_runs(
+    params: ParamsOpt = Path("params.yaml"),
+    to: Annotated[Path, typer.Option(help="The results folder to commit.")] = Path("results"),
+    force: Annotated[bool, typer.Option(help="Replace archived runs that differ.")] = False,
+) -> None:
+    """Copy each finished run's metrics.json, history.csv and run.json out of the runs
+    folder into <to>/seed<N>/<stage>/<variant>/, for git (the report reads it back)."""
+    from lowbit.archive import archive
+    from lowbit.config import load_config
+
+    def go() -> list[Path]:
+        cfg = load_config("report", params)
+        return archive(cfg.runs_dir, cfg.path(to), force)
+
+    written = guarded(False, go)
+    typer.echo(f"archived {len(written)} runs under {to}")
+
+
 @app.command("show-report")
 def show_report(
     path: Annotated[Path, typer.Argument(help="A generated report README.")] = Path(

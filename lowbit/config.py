@@ -27,6 +27,7 @@ STAGES = (
     "bit-decay",
     "stochastic-precision",
     "distill",
+    "ts-pq-kd",
     "report",
 )
 TRAINING_STAGES = STAGES[1:-1]
@@ -53,6 +54,11 @@ class Common(_Strict):
     augment: Literal["auto", "cifar", "imagenet", "none"] = "auto"
     executor: Literal["inline", "local", "slurm"] = "inline"
     progress: bool = True
+    # Residual-block outputs: "quantized" replaces the post-addition ReLU of every
+    # post-activation block but the last by the activation quantizer (the authors' code:
+    # shortcuts carry k-bit values); "fp" keeps the residual stream in full precision.
+    block_output: Literal["quantized", "fp"] = "quantized"
+    channels_last: bool = True  # NHWC tensors: faster convolutions on CUDA and the CPU
 
     @field_validator("model")
     @classmethod
@@ -73,14 +79,30 @@ class Prepare(_Strict):
 
 
 class Optim(_Strict):
-    """One network's SGD recipe (paper §5): Nesterov, momentum 0.9, wd 1e-4, step LR."""
+    """One network's SGD recipe (paper §5): Nesterov, momentum 0.9, wd 1e-4, and a
+    schedule that every round of the stage runs over its own epochs (lowbit.optim)."""
 
     lr: float = Field(0.1, gt=0)
     momentum: float = Field(0.9, ge=0, lt=1)
     nesterov: bool = True
     weight_decay: float = Field(1e-4, ge=0)
-    milestones: list[int] = []  # epochs (of this stage) at which lr *= gamma
+    schedule: Literal["step", "cosine"] = "step"
+    # step: lr *= gamma at each milestone; a value below 1 is a fraction of the round
+    # ([0.4, 0.6]: the paper's 80 and 120 of 200), others are epochs of the round.
+    milestones: list[float] = []
     gamma: float = Field(0.1, gt=0, le=1)
+    # Rounds after the first of a multi-round stage (PQ steps, TS inside PQ) start at
+    # lr * round_lr_scale; 1.0 trains every round with the stage's recipe (paper §5).
+    round_lr_scale: float = Field(1.0, gt=0, le=1)
+
+    @field_validator("milestones")
+    @classmethod
+    def _milestones(cls, v: list[float]) -> list[float]:
+        if any(m <= 0 or (m >= 1 and m != int(m)) for m in v):
+            raise ValueError(f"milestones must be epochs (>= 1) or fractions in (0, 1), got {v}")
+        if any(m < 1 for m in v) and any(m >= 1 for m in v):
+            raise ValueError(f"milestones mix fractions and epochs: {v}")
+        return v
 
 
 class KD(_Strict):
@@ -179,9 +201,12 @@ class BitDecay(Quantized):
     # schedule serves every target of a pipeline (16,8,4,2 gives 16,8,4 for 4 bits).
     schedule: list[int] = [8, 4, 2]
     two_stage: bool = False  # each step quantizes weights first, then activations
-    # Set to split this many epochs over the rounds as evenly as possible (the lowest
-    # bit-widths get the remainder) instead of `epochs` per round: the same budget for
-    # every target.
+    # The paper's protocol: the final round (the target bits) trains `epochs`, the same
+    # recipe as direct; every earlier round trains `step_epochs` (default: `epochs`),
+    # an extra cost of the method.
+    step_epochs: int | None = Field(None, ge=1)
+    # Equal-cost accounting instead: split this many epochs over all the rounds as
+    # evenly as possible (the lowest bit-widths get the remainder).
     total_epochs: int | None = Field(None, ge=1)
 
     @model_validator(mode="after")
@@ -196,6 +221,8 @@ class BitDecay(Quantized):
         low = min(self.w_bits, self.a_bits)
         if low not in s:
             raise ValueError(f"schedule {s} never reaches the target bits {low}")
+        if self.step_epochs is not None and self.total_epochs is not None:
+            raise ValueError("set step_epochs (paper protocol) or total_epochs, not both")
         return self
 
     def steps(self) -> list[tuple[int, int]]:
@@ -208,6 +235,14 @@ class BitDecay(Quantized):
             if step == (self.w_bits, self.a_bits):
                 break
         return out
+
+
+class TsPqKd(BitDecay):
+    """TS + PQ + KD, the paper's full combination: bit decay whose every step quantizes
+    weights first, then activations, with a jointly trained FP teacher."""
+
+    two_stage: bool = True
+    kd: KD | None = KD()
 
 
 class StochasticPrecision(Quantized):
@@ -232,6 +267,9 @@ class Report(_Strict):
     # The dataset's name in tables, figures and published-number matching (e.g. "imagenet"
     # for an `imagefolder` source); default: each run's common.dataset.
     dataset: str | None = None
+    # Folders of committed results of earlier seeds (`lowbit archive` writes them), read
+    # beside common.runs_dir: each result once, the live run's copy first.
+    results: list[Path] = []
 
 
 class Slurm(_Strict):
@@ -250,6 +288,7 @@ SECTIONS: dict[str, type[_Strict]] = {
     "bit-decay": BitDecay,
     "stochastic-precision": StochasticPrecision,
     "distill": Distill,
+    "ts-pq-kd": TsPqKd,
     "report": Report,
 }
 

@@ -11,6 +11,8 @@ Example:
     [(8, 8), (4, 4), (2, 2)]
     >>> [(r.w_bits, r.a_bits) for r in decay_rounds([(8, 8), (4, 4)], 5, two_stage=True)]
     [(8, 32), (8, 8), (4, 8), (4, 4)]
+    >>> [r.epochs for r in decay_rounds([(8, 8), (4, 4), (2, 2)], 12, step_epochs=3)]
+    [3, 3, 12]
 """
 
 from __future__ import annotations
@@ -35,9 +37,11 @@ def decay_rounds(
     epochs: int,
     two_stage: bool = False,
     total_epochs: int | None = None,
+    step_epochs: int | None = None,
 ) -> list[Round]:
-    """Rounds for a decay sequence of (w_bits, a_bits) steps, `epochs` each (or
-    `total_epochs` split over all rounds)."""
+    """Rounds for a decay sequence of (w_bits, a_bits) steps: the final round trains
+    `epochs` and every earlier one `step_epochs` (default `epochs`), the paper's
+    protocol; or `total_epochs` split over all rounds (equal-cost accounting)."""
     if not steps:
         raise ValueError("bit decay needs at least one step")
     prev_a = MAX_BITS
@@ -51,6 +55,10 @@ def decay_rounds(
             rounds.append(Round(w, prev_a, epochs, name=f"w{w}a{prev_a}"))
         rounds.append(Round(w, a, epochs, name=f"w{w}a{a}"))
         prev_a = a
+    if step_epochs is not None:
+        rounds = [
+            Round(r.w_bits, r.a_bits, step_epochs, r.a_enabled, r.name) for r in rounds[:-1]
+        ] + rounds[-1:]
     if total_epochs is not None:
         split = split_epochs(total_epochs, len(rounds))
         rounds = [

@@ -3,7 +3,7 @@
 One-stage training that quantizes randomly sampled sub-networks and keeps the rest in
 full precision, ramping to the fully quantized network:
 - unit: a quantized layer (its weight and input quantizers) or a residual block (all
-  quantized layers inside it);
+  quantizers inside it, its output quantizer included);
 - every iteration each unit is quantized with probability p(t); the others run the
   full-precision path of the same parameters (their quantizers disabled);
 - p(t) steps through `ramp` (default 0.5, 0.75, 0.875, 1.0, as in Dong et al.'s
@@ -38,7 +38,7 @@ import torch
 from torch import nn
 
 from lowbit.models import residual_blocks
-from lowbit.quant.convert import iter_quant_layers
+from lowbit.quant.convert import input_quantizer, iter_quant_layers
 from lowbit.quant.functional import MAX_BITS, quantize_weight
 from lowbit.quant.quantizers import Quantizer
 
@@ -63,16 +63,24 @@ def sp_probability(
 
 
 def _units(model: nn.Module, unit: str) -> list[list[Quantizer]]:
+    """The quantizers of each unit. A layer's input quantizer is its own, or, when its
+    input is a quantized block output, that block's `out_quant`; a block output read by
+    two layers (conv1 and the downsample conv) belongs to the first one's unit."""
     layers = list(iter_quant_layers(model))
     if unit == "layer":
-        return [[m.w_quant, m.a_quant] for _, m in layers]
+        units, seen = [], set()
+        for _, m in layers:
+            a = input_quantizer(model, m)
+            units.append([m.w_quant] + ([a] if id(a) not in seen else []))
+            seen.add(id(a))
+        return units
     if unit != "block":
         raise ValueError(f"unit must be 'layer' or 'block', got {unit!r}")
     units, claimed = [], set()
-    for bname, _ in residual_blocks(model):
+    for bname, block in residual_blocks(model):
         qs = [m for n, m in layers if n.startswith(bname + ".")]
         if qs:
-            units.append([q for m in qs for q in (m.w_quant, m.a_quant)])
+            units.append([q for q in block.modules() if isinstance(q, Quantizer)])
             claimed.update(id(m) for m in qs)
     # quantized layers outside any residual block (e.g. AlexNet) are units of their own
     units += [[m.w_quant, m.a_quant] for _, m in layers if id(m) not in claimed]

@@ -7,11 +7,17 @@ BatchNorm and the residual additions stay full precision.
 
 Activation quantizers sit at the input of each quantized layer. The ReLU in front of
 it is kept: clip(relu(a), 0, 1) == clip(a, 0, 1) and the gradients agree except at
-a == 0, so the quantized layer sees exactly the paper's q_k(clip(a)) while identity
-shortcuts carry the full-precision ReLU output [lowbit decision; the paper leaves the
-shortcut open]. A layer whose input is not quantized (the last fc) keeps a plain ReLU
-in front of it, which gives the paper's ImageNet ResNet-18/34 rule (the output of
-the very last block stays an ordinary ReLU) for every architecture.
+a == 0, so the quantized layer sees exactly the paper's q_k(clip(a)).
+
+Block outputs (`block_output="quantized"`, the authors' code): the output of every
+post-activation residual block but the last passes an activation quantizer of its own,
+`<block>.out_quant`, applied by a forward hook after the block's final ReLU (again
+q_k(clip(relu(s))) == q_k(clip(s))), so the next block's shortcut and first conv both
+read k-bit values. Those readers' own input quantizers become `QuantizedInput`
+(identities that name their source). `"fp"` keeps the residual stream in full
+precision: each quantized layer rounds its own input, shortcuts carry floats.
+The output of the very last block feeds the full-precision fc and stays a plain ReLU
+(lowbit.models.blocks).
 """
 
 from __future__ import annotations
@@ -24,10 +30,11 @@ from torch import Tensor, nn
 
 from lowbit.errors import CheckpointError, ConfigError
 from lowbit.quant.functional import MAX_BITS, check_bits
-from lowbit.quant.layers import QUANT_LAYERS, QuantConv2d, QuantLinear
+from lowbit.quant.layers import QUANT_LAYERS, QuantConv2d, QuantizedInput, QuantLinear
 from lowbit.quant.quantizers import Quantizer, make_quantizers
 
 QuantLayer = QuantConv2d | QuantLinear
+BLOCK_OUTPUTS = ("quantized", "fp")
 
 
 def default_keep_fp(model: nn.Module) -> list[str]:
@@ -49,6 +56,7 @@ def quantize(
     a_bits: int = MAX_BITS,
     keep_fp: Iterable[str] | None = None,
     quantizer: str = "dorefa",
+    block_output: str = "quantized",
 ) -> nn.Module:
     """Return a copy of `model` with quantized conv / fc layers (the input is untouched).
 
@@ -57,8 +65,12 @@ def quantize(
         >>> q = quantize(build_model("resnet20", num_classes=10), w_bits=2, a_bits=2)
         >>> sum(isinstance(m, QuantConv2d) for m in q.modules())  # 21 convs - the first
         20
+        >>> sum(name.endswith("out_quant") for name, _ in iter_quantizers(q))  # 9 blocks - 1
+        8
     """
     w_bits, a_bits = check_bits(w_bits, "w_bits"), check_bits(a_bits, "a_bits")
+    if block_output not in BLOCK_OUTPUTS:
+        raise ConfigError(f"block_output must be one of {BLOCK_OUTPUTS}, got {block_output!r}")
     model = copy.deepcopy(model)
     keep = default_keep_fp(model) if keep_fp is None else list(keep_fp)
     candidates = [n for n, m in model.named_modules() if type(m) in QUANT_LAYERS]
@@ -74,7 +86,34 @@ def quantize(
         layer = model.get_submodule(name)
         wq, aq = make_quantizers(quantizer, w_bits, a_bits)
         _swap(model, name, QUANT_LAYERS[type(layer)].from_float(layer, wq, aq))
+    if block_output == "quantized":
+        _quantize_block_outputs(model, quantizer, a_bits)
     return model
+
+
+def _quantize_output(block: nn.Module, _args: object, output: Tensor) -> Tensor:
+    """Forward hook: the block's output through its own activation quantizer."""
+    return block.out_quant(output)
+
+
+def _quantize_block_outputs(model: nn.Module, quantizer: str, a_bits: int) -> None:
+    from lowbit.models.blocks import block_outputs  # models sit above quant
+
+    for name, readers in block_outputs(model):
+        block = model.get_submodule(name)
+        block.out_quant = make_quantizers(quantizer, MAX_BITS, a_bits)[1]
+        block.register_forward_hook(_quantize_output)
+        for reader in readers:
+            layer = model.get_submodule(reader)
+            if isinstance(layer, QuantConv2d | QuantLinear):
+                layer.a_quant = QuantizedInput(name)
+
+
+def input_quantizer(model: nn.Module, layer: QuantLayer) -> Quantizer:
+    """The quantizer that rounds `layer`'s input: its own, or its source block's."""
+    if isinstance(layer.a_quant, QuantizedInput):
+        return model.get_submodule(layer.a_quant.source).out_quant
+    return layer.a_quant
 
 
 def iter_quant_layers(model: nn.Module) -> Iterator[tuple[str, QuantLayer]]:

@@ -20,11 +20,27 @@ from lowbit.quant.functional import levels_of
 from lowbit.quant.quantizers import ClipActivation, DoReFaWeight, Quantizer
 
 
+class QuantizedInput(nn.Module):
+    """A layer's `a_quant` when its input arrives quantized: the output of the block
+    `source`, whose own activation quantizer (`<source>.out_quant`) already rounded it.
+    An identity, so the layer does not round the same values twice."""
+
+    def __init__(self, source: str) -> None:
+        super().__init__()
+        self.source = source
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x
+
+    def extra_repr(self) -> str:
+        return f"source={self.source!r}"
+
+
 class _QuantMixin:
     """Shared construction from a float layer."""
 
     w_quant: Quantizer
-    a_quant: Quantizer
+    a_quant: Quantizer | QuantizedInput
 
     def _attach(self, w_quant: Quantizer | None, a_quant: Quantizer | None) -> None:
         self.w_quant = w_quant if w_quant is not None else DoReFaWeight()

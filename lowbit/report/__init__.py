@@ -18,14 +18,16 @@ DEFAULT_REFERENCE_DIR = Path(__file__).resolve().parents[2] / "reports" / "refer
 
 
 def build_report(
-    runs_dir: Path,
+    runs_dir: Path | list[Path],
     out_dir: Path,
     reference_dir: Path | None = DEFAULT_REFERENCE_DIR,
     title: str = "lowbit report",
     dataset: str | None = None,
 ) -> dict[str, float]:
-    """Collect every run under runs_dir; write tables, plots, results.csv and README.md under
-    out_dir; return the flat summary also written to out_dir/metrics.json.
+    """Collect every run under runs_dir (or several folders: the live runs, then committed
+    results of earlier seeds, each result once, the first folder's copy); write tables,
+    plots, results.csv and README.md under out_dir; return the flat summary also written
+    to out_dir/metrics.json.
 
     Raises LowbitError for a missing runs_dir, no runs, or a malformed metrics.json (the
     message names the file). reference_dir=None shows no published numbers. dataset, when
@@ -34,4 +36,5 @@ def build_report(
     """
     from lowbit.report.build import build  # lazy: pandas and friends load only when used
 
-    return build(Path(runs_dir), Path(out_dir), reference_dir, title, dataset)
+    dirs = [Path(runs_dir)] if isinstance(runs_dir, str | Path) else [Path(d) for d in runs_dir]
+    return build(dirs, Path(out_dir), reference_dir, title, dataset)

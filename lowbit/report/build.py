@@ -12,8 +12,9 @@ from pathlib import Path
 import pandas as pd
 
 from lowbit.report import index, plots
-from lowbit.report.claims import budget_lines, claims
+from lowbit.report.claims import claims
 from lowbit.report.collect import Collection, bits_label, collect, read_history
+from lowbit.report.cost import equal_cost_table, results_table
 from lowbit.report.reference import load_reference
 from lowbit.report.tables import aggregate, paper_table, slugify, summary_metrics, vs_direct
 
@@ -43,11 +44,19 @@ def _sections(
             plots.cost_vs_accuracy(col.nets, model, dataset, out_dir / "plots"),
         ]
         lines = vs_direct(agg["best"], model, dataset)
+        extra = {}
+        for name, frame in (
+            ("results", results_table(col.nets, model, dataset)),
+            ("equal_cost", equal_cost_table(col.nets, model, dataset)),
+        ):
+            slug = f"{slugify(model)}_{slugify(dataset)}_{name}"
+            csv = _write(out_dir / "tables" / f"{slug}.csv", frame.to_csv(index=False))
+            extra[name] = (frame, csv)
         sections.append(
             index.Section(
                 model, dataset, tables, lines, [f for f in figs if f],
-                claims=claims(agg["best"], model, dataset),
-                budget=budget_lines(col.nets, model, dataset),
+                claims=claims(col.nets, model, dataset),
+                results=extra["results"], equal_cost=extra["equal_cost"],
             )
         )  # fmt: skip
     return sections
@@ -57,7 +66,7 @@ def _histories(runs: pd.DataFrame) -> pd.DataFrame:
     """All history.csv files as one long frame, `run` = a short label unique per figure."""
     frames = []
     for _, r in runs.iterrows():
-        h = read_history(Path(r["run_dir"]))
+        h = read_history(Path(r["run_path"]))
         if h is None:
             continue
         label = f"{r['method']} {bits_label(r['w_bits'], r['a_bits'])} seed {r['seed']}"
@@ -113,7 +122,7 @@ def _data_files(col: Collection, agg_best: pd.DataFrame, out_dir: Path) -> dict[
         "top5",
         "n",
     ]
-    runs = col.runs.drop(columns=["config"])
+    runs = col.runs.drop(columns=["config", "run_path"])
     return {
         "one row per (run, metric), long format": _write(
             out_dir / "results.csv", col.long().to_csv(index=False)
@@ -128,14 +137,14 @@ def _data_files(col: Collection, agg_best: pd.DataFrame, out_dir: Path) -> dict[
 
 
 def build(
-    runs_dir: Path,
+    runs_dir: list[Path],
     out_dir: Path,
     reference_dir: Path | None,
     title: str,
     dataset: str | None = None,
 ) -> dict[str, float]:
     """See lowbit.report.build_report."""
-    col = collect(runs_dir, skip=out_dir / "metrics.json")
+    col = collect(runs_dir, skip=out_dir / "metrics.json", relative_to=out_dir)
     if dataset:
         col.nets["dataset"] = dataset
         col.runs["dataset"] = dataset
@@ -146,9 +155,12 @@ def build(
     files = _data_files(col, agg["best"], out_dir)
     summary = {**summary_metrics(agg["best"]), "runs": float(len(col.runs))}
     files["flat summary for `dvc metrics show`"] = out_dir / "metrics.json"
-    parts = index.Parts(title, Path(runs_dir), col.runs, sections, curves, ref, files)
+    parts = index.Parts(title, runs_dir, col.runs, sections, curves, ref, files)
     readme = index.render(parts, out_dir)
     written = {p.resolve() for s in sections for t in s.tables for p in t[1:]}
+    written |= {s.results[1].resolve() for s in sections} | {
+        s.equal_cost[1].resolve() for s in sections
+    }
     written |= {
         p.resolve()
         for f in [*curves, *(f for s in sections for f in s.plots)]

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,13 +46,23 @@ SCHEMA: tuple[tuple[str, str, bool], ...] = (
     ("budget_epochs", "num", False),
     ("wall_s", "num", False),
     ("images_per_s", "num", False),
+    # the paper's protocol (lowbit >= 0.2): cost beside the result, convergence, flags
+    ("tag", "str?", False),
+    ("final_epochs", "num", False),
+    ("extra_epochs", "num", False),
+    ("cost_s", "num", False),
+    ("late_gain", "num", False),
+    ("converged", "bool", False),
+    ("annealed", "bool", False),
+    ("data_epochs", "num", False),
+    ("block_output", "str", False),
 )
 # An extra network's entry: all optional, checked when present.
 EXTRA_SCHEMA: tuple[tuple[str, str, bool], ...] = (
     ("method", "str", False),
     ("w_bits", "bits", False),
     ("a_bits", "bits", False),
-    *((k, kind, False) for k, kind, _ in SCHEMA if kind in ("pct", "num")),
+    *((k, kind, False) for k, kind, _ in SCHEMA if kind in ("pct", "num", "bool")),
 )
 # Per-network numbers: these become the `metric` column of results.csv.
 METRICS = (
@@ -62,9 +74,15 @@ METRICS = (
     "best_epoch",
     "epochs",
     "budget_epochs",
+    "final_epochs",
+    "extra_epochs",
+    "cost_s",
+    "late_gain",
 )
 KIND_WORDS = {
     "str": "a non-empty string",
+    "str?": "a string",
+    "bool": "true or false",
     "int": "an integer",
     "bits": "an integer bit-width in 1..32",
     "num": "a number",
@@ -133,8 +151,12 @@ def find_metrics(runs_dir: Path, skip: Path | None = None) -> list[Path]:
 
 
 def _valid(v: Any, kind: str) -> bool:
+    if kind == "bool":
+        return isinstance(v, bool)
     if isinstance(v, bool):  # bool is an int subclass; true/false is never a number here
         return False
+    if kind == "str?":
+        return isinstance(v, str)
     if kind == "str":
         return isinstance(v, str) and v != ""
     if kind == "int":
@@ -184,6 +206,8 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
     main = _check(path, raw, SCHEMA)
     main["net"] = main["net"] or "main"
     main["role"] = "main"
+    if main["tag"]:  # another run of the same stage, e.g. direct trained longer
+        main["method"] = f"{main['method']} ({main['tag']})"
     extra = raw.get("extra") or {}
     if not isinstance(extra, dict):
         raise LowbitError(f"{path}: key 'extra' must be an object of networks")
@@ -194,6 +218,7 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
         e = _check(path, entry, EXTRA_SCHEMA, where=f"extra.{net}.")
         teacher = "teacher" in net.lower()
         row = {**main, **{k: v for k, v in e.items() if k in METRICS}, "net": net}
+        row["late_gain"], row["converged"] = e.get("late_gain"), e.get("converged")
         # A teacher is named after its run's student bits: the teachers of the W2A2 and
         # W4A4 runs are different networks, not seeds of one.
         suffix = f"@w{main['w_bits']}a{main['a_bits']}" if teacher else ""
@@ -236,28 +261,50 @@ def _run_id(runs_dir: Path, run_dir: Path) -> str:
     return rel if rel != "." else run_dir.name
 
 
-def collect(runs_dir: Path, skip: Path | None = None) -> Collection:
-    """All runs under runs_dir (but the file `skip`) → Collection (see its docstring)."""
-    runs_dir = Path(runs_dir)
-    net_rows, run_rows = [], []
-    for path in find_metrics(runs_dir, skip):
-        run_dir = path.parent
-        run = _run_id(runs_dir, run_dir)
-        metrics = read_metrics(path)
-        prov = read_provenance(run_dir)
-        run_rows.append({"run": run, "run_dir": str(run_dir), **metrics[0], **prov})
-        for m in metrics:
-            rid = run if m["role"] == "main" else f"{run}#{m['net']}"
-            net_rows.append({"run": rid, "run_dir": str(run_dir), **m, **prov})
+# What makes two runs the same result: found in two sources (the live runs folder and
+# committed results of earlier seeds), the first source's copy is kept.
+IDENTITY = ("stage", "method", "model", "dataset", "w_bits", "a_bits", "seed", "tag")
+
+
+def collect(
+    runs_dir: Path | Sequence[Path], skip: Path | None = None, relative_to: Path | None = None
+) -> Collection:
+    """All runs under runs_dir, or under each of several folders, first one first (but the
+    file `skip`) → Collection (see its docstring). `run_dir` is relative to `relative_to`
+    when given, so committed tables name no path of the machine that made them."""
+    sources = [Path(runs_dir)] if isinstance(runs_dir, str | Path) else [Path(d) for d in runs_dir]
+    net_rows, run_rows, seen = [], [], set()
+    for i, source in enumerate(sources):
+        # the first folder must hold runs; later ones (committed results) may be absent
+        found = find_metrics(source, skip) if i == 0 or source.is_dir() else []
+        if i and source.is_dir():
+            found = sorted(source.rglob("metrics.json"))
+        mine = set()
+        for path in found:
+            run_dir = path.parent
+            metrics = read_metrics(path)
+            key = tuple(metrics[0][k] for k in IDENTITY)
+            if key in seen:  # an earlier folder holds this result already
+                continue
+            mine.add(key)
+            run = _run_id(source, run_dir)
+            shown = os.path.relpath(run_dir, relative_to) if relative_to else str(run_dir)
+            prov = {**read_provenance(run_dir), "run_path": str(run_dir)}
+            run_rows.append({"run": run, "run_dir": shown, **metrics[0], **prov})
+            for m in metrics:
+                rid = run if m["role"] == "main" else f"{run}#{m['net']}"
+                net_rows.append({"run": rid, "run_dir": shown, **m, **prov})
+        seen |= mine
     nets = pd.DataFrame(net_rows).drop(columns=["config"])
     nets["bits"] = [bits_label(w, a) for w, a in zip(nets["w_bits"], nets["a_bits"], strict=True)]
     for c in (*METRICS, "wall_s", "images_per_s"):
         nets[c] = pd.to_numeric(nets[c], errors="coerce").astype(float)  # None → NaN
-    return Collection(runs_dir=runs_dir, nets=nets, runs=pd.DataFrame(run_rows))
+    return Collection(runs_dir=sources[0], nets=nets, runs=pd.DataFrame(run_rows))
 
 
 def read_history(run_dir: Path) -> pd.DataFrame | None:
-    """history.csv → long curves (net, step, epoch, val_top1, train_loss), None if absent.
+    """history.csv → long curves (net, step, epoch, round, val_top1, train_loss), None if
+    absent.
 
     `step` is the epoch when epochs increase; multi-round stages (TS, PQ) may restart the
     count each round, and then `step` counts rows (epochs over all rounds) instead.
@@ -280,6 +327,7 @@ def read_history(run_dir: Path) -> pd.DataFrame | None:
         if not cols:
             continue
         part = raw[list(cols)].rename(columns=cols).apply(pd.to_numeric, errors="coerce")
-        part = part.assign(net=prefix.rstrip("/") or "main", step=step, epoch=epoch)
+        rnd = pd.to_numeric(raw["round"], errors="coerce") if "round" in raw else 1
+        part = part.assign(net=prefix.rstrip("/") or "main", step=step, epoch=epoch, round=rnd)
         parts.append(part)
     return pd.concat(parts, ignore_index=True) if parts else None

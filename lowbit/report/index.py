@@ -46,7 +46,8 @@ DECISIONS_REPORT = (
     "Other networks trained in a run (e.g. the KD teacher) are rows `<method>-<net>` "
     "(e.g. `kd-teacher`), after the methods; their bit-widths are their own (32/32 for a "
     "teacher).",
-    "budget_epochs counts network-epochs: every round of TS/PQ and both networks of KD.",
+    "budget_epochs counts network-epochs after FP pretraining: every round of TS/PQ and "
+    "both networks of KD; extra_epochs is the part beyond the final network's own epochs.",
     f"Published peers are shown beside our rows only where model and dataset match, marked "
     f"'{PUBLISHED}'.",
     "metrics.json keys: `<model>/<dataset>/<bits>/<method>/top1|top5` (best-epoch, mean over "
@@ -64,7 +65,9 @@ class Section:
     vs_direct: list[str]
     plots: list[Plot] = field(default_factory=list)
     claims: list[str] = field(default_factory=list)  # the paper's claims, with verdicts
-    budget: list[str] = field(default_factory=list)  # epoch accounting per bit-width
+    # (frame, csv path) of the results table (accuracy, convergence, cost per method)
+    results: tuple[pd.DataFrame, Path] | None = None
+    equal_cost: tuple[pd.DataFrame, Path] | None = None  # the second, equal-cost view
 
 
 def rel(path: Path, out_dir: Path) -> str:
@@ -122,19 +125,39 @@ def _best_notes(sec: Section) -> list[tuple[str, list[str]]]:
         ),
         (
             "### The paper's claims against these numbers\n\n"
-            "Verdicts from the best-epoch table above (docs/paper.md §6), whatever they say:",
+            "Verdicts from the seeds of each method (docs/paper.md §6), whatever they say: a "
+            "Welch test of the difference in best-epoch top-1; **holds** / **does not hold** "
+            "when its 95 % interval excludes the claim's margin, **inconclusive** when it "
+            "does not, **needs ≥ 2 seeds** when a method has one run:",
             sec.claims,
-        ),
-        (
-            "### Epoch accounting\n\n"
-            "Budget of each low-bit result in network-epochs after FP pretraining: every "
-            "round of TS and PQ counts, and joint KD counts both networks (a student "
-            "trained 6 epochs beside its teacher costs 12). In parentheses: the epochs "
-            "of the run itself.",
-            sec.budget,
         ),
     ]
     return [(intro, items) for intro, items in notes if items]
+
+
+RESULTS_INTRO = (
+    "### Results with cost and convergence\n\n"
+    "The paper's protocol: every method's final-precision network trains with direct's "
+    "recipe; TS stage 1, PQ's earlier rounds and the KD teacher are extra cost. Cost counts "
+    "network-epochs after FP pretraining (every round, every network: a student trained E "
+    "epochs beside its teacher costs 2E; *of which extra*: beyond the final network's own "
+    "epochs) and training seconds on the run's device. A seed is *converged* when its top-1 "
+    "gained at most the limit over the last quarter of its final round (*late gain*, "
+    "points); a claim resting on a seed that did not is flagged. Mean ± sd over seeds."
+)
+EQUAL_COST_INTRO = (
+    "### Equal-cost view (not the paper's comparison)\n\n"
+    "Each method beside the cheapest direct run of the same bit-width that spent at least "
+    "as many network-epochs (`<`: no direct run spent as much; the costliest is shown). "
+    "Best-epoch top-1, means over seeds."
+)
+
+
+def _frame_block(intro: str, item: tuple[pd.DataFrame, Path] | None, out_dir: Path) -> str:
+    if item is None or item[0].empty:
+        return ""
+    frame, csv = item
+    return f"{intro}\n\n{to_markdown(frame)}\nFile: [CSV]({rel(csv, out_dir)})\n"
 
 
 def section(sec: Section, out_dir: Path) -> str:
@@ -148,6 +171,10 @@ def section(sec: Section, out_dir: Path) -> str:
             for intro, items in _best_notes(sec):
                 lines = "\n".join(f"- {x}" for x in items)
                 parts.append(f"{intro}\n\n{lines}\n")
+            for intro, item in ((RESULTS_INTRO, sec.results), (EQUAL_COST_INTRO, sec.equal_cost)):
+                block = _frame_block(intro, item, out_dir)
+                if block:
+                    parts.append(block)
     for plot in sec.plots:
         parts.append(f"### {plot.title}\n\n{_plot_md(plot, out_dir)}")
     return "\n".join(parts)
@@ -163,7 +190,7 @@ def runs_table(runs: pd.DataFrame, out_dir: Path) -> str:
     """One line per run directory with links to its files (the exact config and logs)."""
     rows = []
     for _, r in runs.iterrows():
-        d = Path(r["run_dir"])
+        d = Path(r["run_path"])
         files = [
             f"[{n}]({rel(d / n, out_dir)})"
             for n in ("metrics.json", "run.json", "history.csv")
@@ -181,6 +208,7 @@ def runs_table(runs: pd.DataFrame, out_dir: Path) -> str:
                 "final top-1": _fmt(r["top1"]),
                 "epochs": _fmt(r["epochs"], 0),
                 "budget": _fmt(r["budget_epochs"], 0),
+                "converged": {True: "yes", False: "no"}.get(r.get("converged"), "?"),
                 "wall (s)": _fmt(r["wall_s"]),
                 "images/s": _fmt(r["images_per_s"], 0),
                 "device": r["device"],
@@ -249,7 +277,7 @@ class Parts:
     """Everything the README shows, already written to disk."""
 
     title: str
-    runs_dir: Path
+    runs_dir: list[Path]
     runs: pd.DataFrame
     sections: list[Section]
     curves: list[Plot]
@@ -262,7 +290,8 @@ def render(parts: Parts, out_dir: Path) -> str:
     doc = [
         f"# {parts.title}\n",
         f"Generated by `lowbit.report.build_report` from {_n_runs(len(parts.runs))} under "
-        f"`{rel(parts.runs_dir, out_dir).strip('<>')}` (relative to this file). Accuracy is "
+        + ", ".join(f"`{rel(d, out_dir).strip('<>')}`" for d in parts.runs_dir)
+        + " (relative to this file). Accuracy is "
         "validation accuracy in percent; Δ is in points.\n",
         "## Provenance\n",
         provenance(parts.runs),

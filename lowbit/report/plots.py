@@ -30,7 +30,8 @@ BITS_NOTE = (
 )
 CURVES_NOTE = (
     "Solid: the run's main network; dashed: other networks trained in the same run (e.g. the "
-    "KD teacher). Multi-round stages (TS, PQ) count epochs over all rounds."
+    "KD teacher). Multi-round stages (TS, PQ) count epochs over all rounds; a dotted vertical "
+    "line in a run's colour marks where its bit-width changes (a new round)."
 )
 COST_NOTE = (
     "One point per run (main network). Wall time and images/s are as measured on each run's "
@@ -190,14 +191,26 @@ def _label(w: Any, a: Any) -> str:
     return bits_label(int(w), int(a))
 
 
+def _round_starts(run: pd.DataFrame) -> list[float]:
+    """Steps at which a run's round changes (its bit-width), from its main network rows."""
+    main = run[run["net"] == "main"].sort_values("step")
+    if "round" not in main or main["round"].nunique() < 2:
+        return []
+    change = main["round"].ne(main["round"].shift()) & main["round"].shift().notna()
+    return [float(s) - 0.5 for s in main.loc[change, "step"]]
+
+
 def training_curves(hist: pd.DataFrame, title: str, out_dir: Path, name: str) -> Plot | None:
     """Validation top-1 (%) and training loss against epoch, one line per run and network
-    (`hist`: columns run, net, step, val_top1, train_loss; see collect.read_history)."""
+    (`hist`: columns run, net, step, round, val_top1, train_loss; see collect.read_history),
+    round boundaries marked."""
     import seaborn as sns
 
     if hist.empty:
         return None
     panels = (("val_top1", "validation top-1 accuracy (%)"), ("train_loss", "training loss"))
+    runs = list(dict.fromkeys(hist["run"]))
+    colors = dict(zip(runs, sns.color_palette("colorblind", len(runs)), strict=True))
     with _style():
         fig, axes = _figure(2)
         for i, (ax, (col, ylabel)) in enumerate(zip(axes, panels, strict=True)):
@@ -208,13 +221,17 @@ def training_curves(hist: pd.DataFrame, title: str, out_dir: Path, name: str) ->
                     x="step",
                     y=col,
                     hue="run",
+                    hue_order=runs,
                     style="net" if hist["net"].nunique() > 1 else None,
                     estimator=None,
                     errorbar=None,
-                    palette="colorblind",
+                    palette=colors,
                     legend=i == 1,
                     ax=ax,
                 )
+            for run, grp in hist.groupby("run", sort=False):
+                for x in _round_starts(grp):
+                    ax.axvline(x, color=colors[run], linestyle=":", linewidth=1.0, alpha=0.8)
             ax.set(xlabel="epoch (over all rounds)", ylabel=ylabel, title=ylabel)
         _legend_outside(axes[1])
         fig.suptitle(title)

@@ -9,4 +9,5 @@ from lowbit.stages.training import run_stage
 
 def run(cfg: StageConfig) -> dict[str, float]:
     p = cfg.params
-    return run_stage(cfg, decay_rounds(p.steps(), p.epochs, p.two_stage, p.total_epochs))
+    rounds = decay_rounds(p.steps(), p.epochs, p.two_stage, p.total_epochs, p.step_epochs)
+    return run_stage(cfg, rounds)

@@ -9,4 +9,5 @@ def run(cfg: StageConfig) -> dict[str, float]:
     from lowbit.report import build_report
 
     out = cfg.path(cfg.common.reports_dir)
-    return build_report(cfg.runs_dir, out, title=cfg.params.title, dataset=cfg.params.dataset)
+    dirs = [cfg.runs_dir, *(cfg.path(d) for d in cfg.params.results)]
+    return build_report(dirs, out, title=cfg.params.title, dataset=cfg.params.dataset)

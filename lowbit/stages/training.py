@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import shutil
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,12 +24,14 @@ import torch
 from torch import nn
 
 from lowbit import checkpoint, engine
-from lowbit.config import KD, SP, Quantized, StageConfig
+from lowbit.config import KD, SP, BitDecay, Quantized, StageConfig
+from lowbit.convergence import converged, eval_epochs, late_gain
 from lowbit.errors import CheckpointError, ConfigError
 from lowbit.methods.joint_distill import JointDistillation, KDWeights
 from lowbit.methods.rounds import Round
 from lowbit.methods.stochastic_precision import StochasticPrecision
 from lowbit.models import build_model
+from lowbit.optim import OptimSpec, resolve_milestones
 from lowbit.provenance import provenance
 from lowbit.quant.convert import load_float_state_dict, quant_state, quantize
 from lowbit.stages.outputs import history_csv, locked, staged_dir
@@ -41,7 +44,11 @@ METHOD_OF_STAGE = {
     "bit-decay": "pq",
     "stochastic-precision": "sp",
     "distill": "kd",
+    "ts-pq-kd": "pq",
 }
+# The loader seed of common.seed s is s * DATA_SEED_STRIDE: FFCV's orders draw from
+# (seed + epoch), so consecutive seeds would otherwise replay each other's epochs.
+DATA_SEED_STRIDE = 1_000_003
 
 
 def device_of(cfg: StageConfig) -> torch.device:
@@ -71,7 +78,7 @@ def load_data(cfg: StageConfig, device: torch.device) -> tuple[Any, Any, Any]:
         batch_size=cfg.common.batch_size,
         workers=cfg.common.workers,
         device=device,
-        seed=cfg.common.seed,
+        seed=(cfg.common.seed * DATA_SEED_STRIDE) % 2**32,
         augment=cfg.common.augment,
         backend=cfg.common.loader,
         distributed=world > 1,
@@ -85,6 +92,7 @@ def arch_of(cfg: StageConfig, meta: Any) -> dict[str, Any]:
         "num_classes": int(meta.num_classes),
         "image_size": int(meta.image_size),
         "quantizer": cfg.common.quantizer,
+        "block_output": cfg.common.block_output,
     }
 
 
@@ -100,6 +108,10 @@ class Init:
     method: str = ""  # method label of the init stage ("" for FP / scratch)
     budget_epochs: float = 0.0  # network-epochs spent on the init (FP pretraining excluded)
     source: str = "scratch"
+    cost_s: float = 0.0  # training seconds spent on the init (FP pretraining excluded)
+    # Loader epochs the init chain has drawn (FP pretraining included): this stage's data
+    # stream continues from there, so no epoch of the chain is replayed.
+    data_epochs: int = 0
 
 
 def read_output(cfg: StageConfig, stage: str, variant: str, arch: dict[str, Any]) -> Init:
@@ -127,10 +139,14 @@ def read_output(cfg: StageConfig, stage: str, variant: str, arch: dict[str, Any]
     metrics = (
         json.loads((out / "metrics.json").read_text()) if (out / "metrics.json").is_file() else {}
     )
-    method = "" if stage == "pretrain" else str(metrics.get("method", METHOD_OF_STAGE[stage]))
-    budget = 0.0 if stage == "pretrain" else float(metrics.get("budget_epochs", 0.0))
+    fp = stage == "pretrain"
+    method = "" if fp else str(metrics.get("method", METHOD_OF_STAGE[stage]))
+    budget = 0.0 if fp else float(metrics.get("budget_epochs", 0.0))
+    cost = 0.0 if fp else float(metrics.get("cost_s", metrics.get("wall_s", 0.0)))
+    data = int(metrics.get("data_epochs", metrics.get("epochs", 0)))
     # relative to params.yaml's folder: results stay comparable when a repo moves
-    return Init(dict(net["model"]), method, budget, os.path.relpath(path, cfg.base_dir))
+    source = os.path.relpath(path, cfg.base_dir)
+    return Init(dict(net["model"]), method, budget, source, cost, data)
 
 
 def student_init(cfg: StageConfig, arch: dict[str, Any]) -> Init:
@@ -143,7 +159,13 @@ def student_init(cfg: StageConfig, arch: dict[str, Any]) -> Init:
 
 def quantized_from(init: Init, arch: dict[str, Any], w_bits: int, a_bits: int) -> nn.Module:
     """A quantized network at (w_bits, a_bits) holding `init`'s parameters."""
-    model = quantize(fresh_fp(arch), w_bits, a_bits, quantizer=arch["quantizer"])
+    model = quantize(
+        fresh_fp(arch),
+        w_bits,
+        a_bits,
+        quantizer=arch["quantizer"],
+        block_output=arch.get("block_output", "fp"),
+    )
     if init.state is not None:
         load_float_state_dict(model, init.state)
     return model
@@ -152,7 +174,7 @@ def quantized_from(init: Init, arch: dict[str, Any], w_bits: int, a_bits: int) -
 def method_label(cfg: StageConfig, init: Init) -> str:
     """The method chain of this result, e.g. "ts", "ts+pq+kd" (duplicates removed)."""
     own = METHOD_OF_STAGE[cfg.stage]
-    if cfg.stage == "bit-decay" and cfg.params.two_stage:
+    if isinstance(cfg.params, BitDecay) and cfg.params.two_stage:
         own = "ts+pq"
     tokens = [*init.method.split("+"), *own.split("+")] if init.method else own.split("+")
     p = cfg.params
@@ -174,15 +196,47 @@ def fingerprint(cfg: StageConfig, extra: object) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def optim_spec(o: Any, lr: float | None = None) -> engine.OptimSpec:
-    return engine.OptimSpec(
+def optim_spec(o: Any, epochs: int, lr: float | None = None) -> OptimSpec:
+    """The SGD recipe of one round of `epochs` epochs (milestones resolved for it)."""
+    return OptimSpec(
         lr=o.lr if lr is None else lr,
         momentum=o.momentum,
         nesterov=o.nesterov,
         weight_decay=o.weight_decay,
-        milestones=tuple(o.milestones),
+        milestones=resolve_milestones(o.milestones, epochs),
         gamma=o.gamma,
+        schedule=o.schedule,
+        epochs=epochs,
     )
+
+
+def round_specs(cfg: StageConfig, i: int, rnd: Round) -> dict[str, OptimSpec]:
+    """Per network, the recipe of round `i`: the stage's optim (the teacher's own lr if
+    kd.teacher_lr is set); rounds after the first start at lr * optim.round_lr_scale."""
+    p = cfg.params
+    scale = p.optim.round_lr_scale if i > 0 else 1.0
+    specs = {"": optim_spec(p.optim, rnd.epochs, p.optim.lr * scale)}
+    kd: KD | None = getattr(p, "kd", None)
+    if kd is not None and kd.teacher_lr:
+        specs["teacher"] = optim_spec(p.optim, rnd.epochs, kd.teacher_lr * scale)
+    return specs
+
+
+def warn_constant_lr(cfg: StageConfig, rounds: list[Round]) -> bool:
+    """Warn (once per round) about rounds that would train at a constant lr; returns
+    whether every round ends annealed (recorded in metrics.json, flagged by the report)."""
+    ok = True
+    for i, rnd in enumerate(rounds):
+        if not round_specs(cfg, i, rnd)[""].annealed:
+            ok = False
+            warnings.warn(
+                f"stage {cfg.stage} round {i + 1} ({rnd.name}, {rnd.epochs} epochs) trains at "
+                "a constant learning rate: set optim.milestones (e.g. [0.4, 0.6]) or "
+                "optim.schedule: cosine so that it ends annealed",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+    return ok
 
 
 @dataclass
@@ -229,60 +283,80 @@ class _EpochHooks:
             h.on_epoch_end()
 
 
+def _objective(kd: KD | None, nets: dict[str, nn.Module]) -> Any:
+    if kd is None:
+        return None
+    weights = KDWeights(**kd.model_dump(exclude={"teacher_lr", "teacher_init"}))
+    return JointDistillation(weights, hint_models=list(nets.values()))
+
+
+@dataclass
+class _Stream:
+    """What the rounds of a stage share and accumulate."""
+
+    rows: list[dict[str, float]] = field(default_factory=list)
+    wall: float = 0.0
+    images: float = 0.0
+    data_epochs: int = 0  # the loader epoch index of the next round's first epoch
+
+
+def _train_round(
+    cfg: StageConfig, plan: Plan, nets: dict[str, nn.Module], i: int, io: tuple, st: _Stream
+) -> None:
+    """Train round `i` of `plan` (resuming from its checkpoint) and append its history."""
+    train, val, device = io
+    rnd = plan.rounds[i]
+    rnd.apply(plan.model)
+    specs = round_specs(cfg, i, rnd)
+    cl = cfg.common.channels_last
+    trainees = [
+        engine.make_trainee(n, m, specs.get(n, specs[""]), device, cl) for n, m in nets.items()
+    ]
+    students = [m for n, m in nets.items() if n != "teacher"]
+    hooks = _EpochHooks(_hooks(cfg, getattr(cfg.params, "sp", None), students))
+    spec = engine.FitSpec(
+        epochs=rnd.epochs,
+        seed=cfg.common.seed + 1000 * i,
+        device=device,
+        checkpoint=cfg.runs_dir / ".resume" / cfg.stage / (cfg.variant or "_") / f"round{i}.pt",
+        fingerprint=fingerprint(cfg, (i, rnd, st.data_epochs)),
+        progress=cfg.common.progress,
+        eval_every=cfg.params.eval_every,
+        eval_at=eval_epochs(rnd.epochs),
+        data_offset=st.data_epochs,
+        channels_last=cl,
+    )
+    objective = _objective(getattr(cfg.params, "kd", None), nets)
+    hist = engine.fit(trainees, train, val, spec, objective, [hooks])
+    offset = len(st.rows)
+    marks = {"round": i + 1, "w_bits": rnd.w_bits, "a_bits": rnd.a_bits}
+    st.rows += [{**r, "epoch": offset + r["epoch"], **marks} for r in hist.epochs]
+    st.wall += hist.wall_s
+    st.images += hist.images
+    st.data_epochs += rnd.epochs
+
+
 def train_plan(cfg: StageConfig, plan: Plan, train: Any, val: Any, device: torch.device) -> dict:
     """Train every round of `plan`, then write the stage's outputs. Returns metrics."""
-    p = cfg.params
-    kd: KD | None = getattr(p, "kd", None)
-    sp: SP | None = getattr(p, "sp", None)
+    kd: KD | None = getattr(cfg.params, "kd", None)
     out_dir = cfg.out_dir()
-    resume_dir = cfg.runs_dir / ".resume" / cfg.stage / (cfg.variant or "_")
-    teacher = _teacher(cfg, kd, plan.arch) if kd is not None else None
+    annealed = warn_constant_lr(cfg, plan.rounds)
     nets: dict[str, nn.Module] = {"student": plan.model, **plan.extra_students}
-    if teacher is not None:
-        nets["teacher"] = teacher
-    rows: list[dict[str, float]] = []
-    wall = images = 0.0
+    if kd is not None:
+        nets["teacher"] = _teacher(cfg, kd, plan.arch)
+    st = _Stream(data_epochs=plan.init.data_epochs)
     lock = cfg.runs_dir / ".locks" / f"{cfg.stage}-{cfg.variant or 'fp'}.lock"
+    rank0 = engine.rank_world()[0] == 0
     # Only rank 0 writes outputs, so only rank 0 takes the lock.
-    guard = locked(out_dir, lock) if engine.rank_world()[0] == 0 else contextlib.nullcontext()
-    with guard:
-        for i, rnd in enumerate(plan.rounds):
-            rnd.apply(plan.model)
-            trainees = [
-                engine.make_trainee(n, m, optim_spec(p.optim), device) for n, m in nets.items()
-            ]
-            if teacher is not None and kd is not None and kd.teacher_lr:
-                trainees[-1] = engine.make_trainee(
-                    "teacher", teacher, optim_spec(p.optim, kd.teacher_lr), device
-                )
-            students = [m for n, m in nets.items() if n != "teacher"]
-            hooks = _EpochHooks(_hooks(cfg, sp, students))
-            objective = None
-            if kd is not None:
-                objective = JointDistillation(
-                    KDWeights(**kd.model_dump(exclude={"teacher_lr", "teacher_init"})),
-                    hint_models=list(nets.values()),
-                )
-            spec = engine.FitSpec(
-                epochs=rnd.epochs,
-                seed=cfg.common.seed + 1000 * i,
-                device=device,
-                checkpoint=resume_dir / f"round{i}.pt",
-                fingerprint=fingerprint(cfg, (i, rnd)),
-                progress=cfg.common.progress,
-                eval_every=p.eval_every,
-            )
-            hist = engine.fit(trainees, train, val, spec, objective, [hooks])
-            offset = len(rows)
-            for r in hist.epochs:
-                rows.append({**r, "epoch": offset + r["epoch"], "round": i + 1})
-            wall += hist.wall_s
-            images += hist.images
-        metrics = _metrics(cfg, plan, rows, nets, wall, images)
-        if engine.rank_world()[0] == 0:
-            _write_outputs(cfg, out_dir, plan, nets, rows, metrics, device)
-    if engine.rank_world()[0] == 0:
-        shutil.rmtree(resume_dir, ignore_errors=True)
+    with locked(out_dir, lock) if rank0 else contextlib.nullcontext():
+        for i in range(len(plan.rounds)):
+            _train_round(cfg, plan, nets, i, (train, val, device), st)
+        metrics = _metrics(cfg, plan, st, nets)
+        metrics["annealed"] = annealed
+        if rank0:
+            _write_outputs(cfg, out_dir, plan, nets, st.rows, metrics, device)
+    if rank0:
+        shutil.rmtree(cfg.runs_dir / ".resume" / cfg.stage / (cfg.variant or "_"), True)
     return metrics
 
 
@@ -294,37 +368,49 @@ def _summary(rows: list[dict[str, float]], name: str) -> dict[str, float]:
     final = [r for r in rows if r["round"] == rows[-1]["round"]]
     best = engine.summarize(engine.History(final), name)
     out.update({k: best[k] for k in ("best_top1", "best_top5", "best_epoch")})
+    gain = late_gain(rows, name)
+    out.update(late_gain=gain, converged=converged(gain))
     return out
 
 
 def _metrics(
-    cfg: StageConfig,
-    plan: Plan,
-    rows: list[dict[str, float]],
-    nets: dict[str, nn.Module],
-    wall: float,
-    images: float,
+    cfg: StageConfig, plan: Plan, st: _Stream, nets: dict[str, nn.Module]
 ) -> dict[str, Any]:
+    """metrics.json: the result, its cost beside it, its convergence and provenance keys.
+
+    Cost, after FP pretraining and including the init chain: budget_epochs counts
+    network-epochs (every round, every network: a student trained E epochs beside its
+    teacher costs 2E), cost_s the training seconds. extra_epochs is what the method
+    spends beyond its final network's own recipe (TS stage 1, PQ's earlier rounds, the
+    KD teacher): the paper's "extra cost".
+    """
     p = cfg.params
     last = plan.rounds[-1]
     own_epochs = sum(r.epochs for r in plan.rounds) * len(nets)
+    budget = own_epochs + plan.init.budget_epochs
     m: dict[str, Any] = {
         "stage": cfg.stage,
         "method": method_label(cfg, plan.init),
         "model": cfg.common.model,
         "dataset": cfg.common.dataset,
         "quantizer": cfg.common.quantizer if isinstance(p, Quantized) else "none",
+        "block_output": cfg.common.block_output if isinstance(p, Quantized) else "none",
         "w_bits": last.w_bits,
         "a_bits": last.a_bits,
         "seed": cfg.common.seed,
+        "tag": getattr(p, "tag", ""),
         "net": "student",
-        **_summary(rows, "student"),
-        "budget_epochs": own_epochs + plan.init.budget_epochs,
+        **_summary(st.rows, "student"),
+        "budget_epochs": budget,
+        "final_epochs": last.epochs,
+        "extra_epochs": budget - last.epochs if isinstance(p, Quantized) else 0,
         "networks": len(nets),
         "init": plan.init.source,
+        "data_epochs": st.data_epochs,
     }
-    m["wall_s"], m["images_per_s"] = wall, images / max(wall, 1e-9)
-    m["extra"] = {n: _summary(rows, n) for n in nets if n != "student"}
+    m["wall_s"], m["images_per_s"] = st.wall, st.images / max(st.wall, 1e-9)
+    m["cost_s"] = st.wall + plan.init.cost_s if isinstance(p, Quantized) else st.wall
+    m["extra"] = {n: _summary(st.rows, n) for n in nets if n != "student"}
     return m
 
 

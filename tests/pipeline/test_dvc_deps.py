@@ -23,15 +23,16 @@ def _generate():
 @pytest.mark.parametrize("exp", PIPELINES, ids=[p.name for p in PIPELINES])
 def test_pipeline_dvc_yaml_is_the_generated_one(exp: Path) -> None:
     gen = _generate()
-    bits, reports, epochs = gen.EXPERIMENTS[exp.name]
-    assert (exp / "dvc.yaml").read_text() == gen.dvc_yaml(exp.name, bits, reports, epochs)
+    bits, reports, long = gen.EXPERIMENTS[exp.name]
+    assert (exp / "dvc.yaml").read_text() == gen.dvc_yaml(exp.name, bits, reports, long)
 
 
 def _training_code(stage: str) -> set[str]:
     """lowbit modules (as DVC deps relative to the repo root) a training stage runs."""
     return {
         "lowbit/config.py", "lowbit/checkpoint.py", "lowbit/distributed.py",
-        "lowbit/engine.py", "lowbit/provenance.py", "lowbit/data", "lowbit/models",
+        "lowbit/engine.py", "lowbit/optim.py", "lowbit/convergence.py",
+        "lowbit/provenance.py", "lowbit/data", "lowbit/models",
         "lowbit/quant", "lowbit/methods", "lowbit/stages/training.py",
         "lowbit/stages/outputs.py", f"lowbit/stages/{stage.replace('-', '_')}.py",
     }  # fmt: skip
