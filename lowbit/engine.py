@@ -152,6 +152,7 @@ class History:
     epochs: list[dict[str, float]] = field(default_factory=list)
     wall_s: float = 0.0
     images: int = 0
+    cpu_s: float = 0.0  # CPU seconds of this process (all threads): immune to pauses
 
 
 def seed_everything(seed: int, epoch: int = 0) -> None:
@@ -253,6 +254,7 @@ def save_state(spec: FitSpec, trainees: Sequence[Trainee], epoch: int, history: 
             "history": history.epochs,
             "wall_s": history.wall_s,
             "images": history.images,
+            "cpu_s": history.cpu_s,
         },
     )
 
@@ -283,7 +285,12 @@ def load_state(spec: FitSpec, trainees: Sequence[Trainee]) -> tuple[int, History
         t.optimizer.load_state_dict(s["optimizer"])
         if t.scaler is not None and s["scaler"]:
             t.scaler.load_state_dict(s["scaler"])
-    hist = History(list(state["history"]), float(state["wall_s"]), int(state["images"]))
+    hist = History(
+        list(state["history"]),
+        float(state["wall_s"]),
+        int(state["images"]),
+        float(state.get("cpu_s", 0.0)),
+    )
     return int(state["epoch"]) + 1, hist
 
 
@@ -308,7 +315,7 @@ def fit(
             # The loader's epoch index runs on across the rounds and stages of a run's
             # init chain (spec.data_offset), so no round replays another's batches.
             train_loader.set_epoch(spec.data_offset + epoch)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         sums = _train_epoch(trainees, train_loader, spec, epoch, objective, hooks)
         for h in hooks:
             if hasattr(h, "on_epoch_end"):
@@ -316,8 +323,10 @@ def fit(
         val = val_loader if _evaluates(spec, epoch) else None
         row = _epoch_row(trainees, sums, val, spec, epoch)
         row["epoch_s"] = time.perf_counter() - t0
+        row["cpu_s"] = time.process_time() - c0
         row["images_per_s"] = row["train_images"] / max(row["epoch_s"], 1e-9)
         history.wall_s += row["epoch_s"]
+        history.cpu_s += row["cpu_s"]
         history.images += int(row["train_images"])
         history.epochs.append(row)
         save_state(spec, trainees, epoch, history)

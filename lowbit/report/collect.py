@@ -51,6 +51,8 @@ SCHEMA: tuple[tuple[str, str, bool], ...] = (
     ("final_epochs", "num", False),
     ("extra_epochs", "num", False),
     ("cost_s", "num", False),
+    ("cpu_s", "num", False),
+    ("cost_cpu_s", "num", False),
     ("late_gain", "num", False),
     ("converged", "bool", False),
     ("annealed", "bool", False),
@@ -77,6 +79,7 @@ METRICS = (
     "final_epochs",
     "extra_epochs",
     "cost_s",
+    "cost_cpu_s",
     "late_gain",
 )
 KIND_WORDS = {
@@ -206,6 +209,7 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
     main = _check(path, raw, SCHEMA)
     main["net"] = main["net"] or "main"
     main["role"] = "main"
+    main["tag"] = main["tag"] or ""
     if main["tag"]:  # another run of the same stage, e.g. direct trained longer
         main["method"] = f"{main['method']} ({main['tag']})"
     extra = raw.get("extra") or {}

@@ -28,7 +28,7 @@ def _pm(values: pd.Series, decimals: int = 1) -> str:
     if v.empty:
         return MISSING
     text = f"{v.mean():.{decimals}f}"
-    return text + (f" ± {v.std():.{decimals}f}" if len(v) > 1 else "")
+    return text + (f" ± {v.std():.{decimals}f}" if len(v) > 1 and v.std() > 0 else "")
 
 
 def _converged(grp: pd.DataFrame) -> str:

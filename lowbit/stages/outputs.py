@@ -62,7 +62,8 @@ HISTORY_COLUMNS = ("train_loss", "train_top1", "val_loss", "val_top1", "val_top5
 
 def history_csv(rows: Sequence[dict[str, float]], main: str, nets: Sequence[str]) -> str:
     """Per-epoch metrics: the main net's columns plain, other nets' prefixed `<net>/`."""
-    cols = ["epoch", "round", "w_bits", "a_bits", "data_epoch", *HISTORY_COLUMNS, "epoch_s"]
+    cols = ["epoch", "round", "w_bits", "a_bits", "data_epoch", *HISTORY_COLUMNS]
+    cols += ["epoch_s", "cpu_s"]
     cols += [f"{n}/{c}" for n in nets if n != main for c in HISTORY_COLUMNS]
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")

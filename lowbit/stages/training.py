@@ -109,6 +109,7 @@ class Init:
     budget_epochs: float = 0.0  # network-epochs spent on the init (FP pretraining excluded)
     source: str = "scratch"
     cost_s: float = 0.0  # training seconds spent on the init (FP pretraining excluded)
+    cost_cpu_s: float = 0.0  # the same in CPU seconds (all threads)
     # Loader epochs the init chain has drawn (FP pretraining included): this stage's data
     # stream continues from there, so no epoch of the chain is replayed.
     data_epochs: int = 0
@@ -143,10 +144,11 @@ def read_output(cfg: StageConfig, stage: str, variant: str, arch: dict[str, Any]
     method = "" if fp else str(metrics.get("method", METHOD_OF_STAGE[stage]))
     budget = 0.0 if fp else float(metrics.get("budget_epochs", 0.0))
     cost = 0.0 if fp else float(metrics.get("cost_s", metrics.get("wall_s", 0.0)))
+    cpu = 0.0 if fp else float(metrics.get("cost_cpu_s", 0.0))
     data = int(metrics.get("data_epochs", metrics.get("epochs", 0)))
     # relative to params.yaml's folder: results stay comparable when a repo moves
     source = os.path.relpath(path, cfg.base_dir)
-    return Init(dict(net["model"]), method, budget, source, cost, data)
+    return Init(dict(net["model"]), method, budget, source, cost, cpu, data)
 
 
 def student_init(cfg: StageConfig, arch: dict[str, Any]) -> Init:
@@ -297,6 +299,7 @@ class _Stream:
     rows: list[dict[str, float]] = field(default_factory=list)
     wall: float = 0.0
     images: float = 0.0
+    cpu: float = 0.0
     data_epochs: int = 0  # the loader epoch index of the next round's first epoch
 
 
@@ -332,6 +335,7 @@ def _train_round(
     marks = {"round": i + 1, "w_bits": rnd.w_bits, "a_bits": rnd.a_bits}
     st.rows += [{**r, "epoch": offset + r["epoch"], **marks} for r in hist.epochs]
     st.wall += hist.wall_s
+    st.cpu += hist.cpu_s
     st.images += hist.images
     st.data_epochs += rnd.epochs
 
@@ -409,7 +413,10 @@ def _metrics(
         "data_epochs": st.data_epochs,
     }
     m["wall_s"], m["images_per_s"] = st.wall, st.images / max(st.wall, 1e-9)
-    m["cost_s"] = st.wall + plan.init.cost_s if isinstance(p, Quantized) else st.wall
+    quantized = isinstance(p, Quantized)
+    m["cost_s"] = st.wall + plan.init.cost_s if quantized else st.wall
+    m["cpu_s"] = st.cpu
+    m["cost_cpu_s"] = st.cpu + plan.init.cost_cpu_s if quantized else st.cpu
     m["extra"] = {n: _summary(st.rows, n) for n in nets if n != "student"}
     return m
 

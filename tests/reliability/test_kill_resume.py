@@ -19,7 +19,7 @@ import torch
 import yaml
 
 BIN = Path(sys.executable).parent
-TIMING_KEYS = {"wall_s", "images_per_s", "epoch_s"}
+TIMING_KEYS = {"wall_s", "images_per_s", "epoch_s", "cpu_s", "cost_s", "cost_cpu_s"}
 
 PARAMS = {
     "common": {
