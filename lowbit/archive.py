@@ -1,59 +1,116 @@
-"""Keep a finished seed's results in git: copy each run's small files out of runs/.
+"""Keep finished seeds' results in git: copy each run's small files out of runs/.
 
-    lowbit archive --to results          # runs/<stage>/<variant>/ -> results/seed<N>/...
+    lowbit archive --to results                # the runs in the workspace
+    lowbit archive --to results --experiments  # every DVC experiment of HEAD (the queue's)
 
 DVC caches the run folders (model.pt is large); the few kilobytes a report needs from each
 run -- metrics.json, history.csv, run.json -- are copied to `<to>/seed<seed>/<stage>/
 <variant>/`, a folder meant to be committed. The report reads it beside runs/
-(`report.results`), so a later seed adds to the table without rerunning earlier ones.
-An archived run is never silently replaced by a different one.
+(`report.results`), so a later seed adds to the tables without rerunning earlier ones.
+With `--experiments` the files come from each experiment's cached outputs (DVC's
+filesystem at the experiment's revision), so seeds run with `dvc exp run --queue` are
+gathered without applying them one by one. An archived run is never silently replaced
+by a different one.
 """
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
+from collections.abc import Callable, Iterator
+from pathlib import Path, PurePosixPath
 
 from lowbit.checkpoint import atomic_write_bytes
 from lowbit.errors import ConfigError
 
 FILES = ("metrics.json", "history.csv", "run.json")
+# (run folder relative to runs_dir, {file name: bytes}) per finished run
+Run = tuple[PurePosixPath, dict[str, bytes]]
 
 
-def _pending(runs_dir: Path, dest: Path) -> list[tuple[Path, Path]]:
-    """(run folder, its archive folder) for every finished run under runs_dir."""
-    out = []
-    for metrics in sorted(runs_dir.rglob("metrics.json")):
-        run = metrics.parent
-        if any(part.startswith(".") for part in run.relative_to(runs_dir).parts):
+def _runs(metrics_paths: list[PurePosixPath], root: PurePosixPath, read: Callable) -> Iterator[Run]:
+    for m in sorted(metrics_paths):
+        rel = m.parent.relative_to(root)
+        if any(part.startswith(".") for part in rel.parts):
             continue  # resume state and temp folders, never results
-        seed = json.loads(metrics.read_text()).get("seed")
-        if not isinstance(seed, int):
-            raise ConfigError(f"{metrics}: no integer 'seed'; not a lowbit run")
-        out.append((run, dest / f"seed{seed}" / run.relative_to(runs_dir)))
+        files = {}
+        for name in FILES:
+            data = read(m.parent / name)
+            if data is not None:
+                files[name] = data
+        yield rel, files
+
+
+def _local_runs(runs_dir: Path) -> list[Run]:
+    if not runs_dir.is_dir():
+        raise ConfigError(f"runs folder not found: {runs_dir} (run the pipeline first)")
+    found = [PurePosixPath(p) for p in runs_dir.rglob("metrics.json")]
+
+    def read(p: PurePosixPath) -> bytes | None:
+        return Path(p).read_bytes() if Path(p).is_file() else None
+
+    return list(_runs(found, PurePosixPath(runs_dir), read))
+
+
+def _experiment_runs(project: Path, runs_rel: str) -> list[Run]:
+    """Runs of every experiment (and baseline commit) of HEAD, from DVC's cache."""
+    from dvc.api import DVCFileSystem, exp_show
+
+    out: list[Run] = []
+    for row in exp_show(repo=str(project)):
+        rev = row.get("rev")
+        if not rev or rev == "workspace":
+            continue
+        fs = DVCFileSystem(str(project), rev=rev)
+        root = PurePosixPath("/") / runs_rel
+        if not fs.exists(str(root)):
+            continue
+        found = [PurePosixPath(p) for p in fs.find(str(root)) if p.endswith("/metrics.json")]
+
+        def read(p: PurePosixPath, fs: DVCFileSystem = fs) -> bytes | None:
+            return fs.read_bytes(str(p)) if fs.exists(str(p)) else None
+
+        out += _runs(found, root, read)
     return out
 
 
-def archive(runs_dir: Path, dest: Path, force: bool = False) -> list[Path]:
-    """Copy every run's FILES to dest/seed<N>/<run>; returns the archive folders written.
+def _seed_of(rel: PurePosixPath, files: dict[str, bytes]) -> int:
+    seed = json.loads(files["metrics.json"]).get("seed")
+    if not isinstance(seed, int):
+        raise ConfigError(f"{rel}/metrics.json: no integer 'seed'; not a lowbit run")
+    return seed
 
-    A folder that already holds different files is an error unless `force`; checks every
-    run before writing any, so a refusal leaves the archive as it was."""
-    if not runs_dir.is_dir():
-        raise ConfigError(f"runs folder not found: {runs_dir} (run the pipeline first)")
-    pairs = _pending(runs_dir, dest)
-    if not pairs:
-        raise ConfigError(f"no finished runs under {runs_dir}: nothing to archive")
-    for run, target in [] if force else pairs:
-        for name in FILES:
-            src, dst = run / name, target / name
-            if src.is_file() and dst.is_file() and dst.read_bytes() != src.read_bytes():
+
+def _write(runs: list[Run], dest: Path, force: bool) -> list[Path]:
+    """Write every run to dest/seed<N>/<rel>; checks all before writing any."""
+    if not runs:
+        raise ConfigError("no finished runs found: nothing to archive")
+    targets = [(dest / f"seed{_seed_of(rel, f)}" / rel, f) for rel, f in runs]
+    seen: dict[Path, dict[str, bytes]] = {}
+    for target, files in targets:
+        if target in seen and seen[target] != files and not force:
+            raise ConfigError(f"two different runs would be archived as {target}")
+        seen[target] = files
+        for name, data in files.items():
+            old = target / name
+            if not force and old.is_file() and old.read_bytes() != data:
                 raise ConfigError(
                     f"{target} already holds other results of this seed; "
                     "pass --force to replace them"
                 )
-    for run, target in pairs:
-        for name in FILES:
-            if (run / name).is_file():
-                atomic_write_bytes(target / name, (run / name).read_bytes())
-    return [t for _, t in pairs]
+    for target, files in seen.items():
+        for name, data in files.items():
+            atomic_write_bytes(target / name, data)
+    return sorted(seen)
+
+
+def archive(runs_dir: Path, dest: Path, force: bool = False) -> list[Path]:
+    """Copy every finished run under runs_dir to dest/seed<N>/<run>; the folders written."""
+    return _write(_local_runs(runs_dir), dest, force)
+
+
+def archive_experiments(
+    project: Path, runs_dir: Path, dest: Path, force: bool = False
+) -> list[Path]:
+    """The same for every DVC experiment of HEAD in the DVC project at `project`."""
+    rel = runs_dir.resolve().relative_to(project.resolve()).as_posix()
+    return _write(_experiment_runs(project, rel), dest, force)

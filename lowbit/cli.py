@@ -165,15 +165,20 @@ def bench_loader(
 def archive_runs(
     params: ParamsOpt = Path("params.yaml"),
     to: Annotated[Path, typer.Option(help="The results folder to commit.")] = Path("results"),
+    experiments: Annotated[
+        bool, typer.Option(help="Every DVC experiment of HEAD (e.g. a queued seed sweep).")
+    ] = False,
     force: Annotated[bool, typer.Option(help="Replace archived runs that differ.")] = False,
 ) -> None:
     """Copy each finished run's metrics.json, history.csv and run.json out of the runs
     folder into <to>/seed<N>/<stage>/<variant>/, for git (the report reads it back)."""
-    from lowbit.archive import archive
+    from lowbit.archive import archive, archive_experiments
     from lowbit.config import load_config
 
     def go() -> list[Path]:
         cfg = load_config("report", params)
+        if experiments:
+            return archive_experiments(cfg.base_dir, cfg.runs_dir, cfg.path(to), force)
         return archive(cfg.runs_dir, cfg.path(to), force)
 
     written = guarded(False, go)
@@ -186,10 +191,18 @@ def show_report(
         "reports/README.md"
     ),
 ) -> None:
-    """Print a generated report (tables) to the terminal and say where the plots are."""
+    """Print a generated report and say where the plots are: rendered (rich Markdown) on a
+    terminal, the Markdown itself when piped."""
     if not path.is_file():
         fail(f"no report at {path}; run `dvc repro` (or `lowbit stage report`) first")
-    typer.echo(path.read_text())
+    text = path.read_text()
+    if sys.stdout.isatty():
+        from rich.console import Console
+        from rich.markdown import Markdown
+
+        Console().print(Markdown(text))
+    else:
+        typer.echo(text)
     typer.echo(f"\nreport: {path.resolve()} (plots beside it)")
 
 

@@ -45,6 +45,9 @@ class Common(_Strict):
     data_dir: Path = Path("data/prepared")  # prepared .beton files
     runs_dir: Path = Path("runs")  # stage outputs: runs/<stage>/<variant>/
     reports_dir: Path = Path("reports")
+    # dvclive logs, <live_dir>/<stage>/<variant>/ (metrics.json, plots/metrics/*.tsv);
+    # null: no dvclive log (the per-epoch lines still go to stderr)
+    live_dir: Path | None = Path("dvclive")
     model: str = "resnet20"
     quantizer: Literal["dorefa", "pact", "lsq"] = "dorefa"
     device: str = "auto"  # auto | cpu | cuda | cuda:N
@@ -53,12 +56,18 @@ class Common(_Strict):
     loader: Literal["auto", "ffcv", "torch"] = "auto"
     augment: Literal["auto", "cifar", "imagenet", "none"] = "auto"
     executor: Literal["inline", "local", "slurm"] = "inline"
-    progress: bool = True
+    progress: bool | None = None  # progress bars; null: when stdout is a terminal
     # Residual-block outputs: "quantized" replaces the post-addition ReLU of every
     # post-activation block but the last by the activation quantizer (the authors' code:
     # shortcuts carry k-bit values); "fp" keeps the residual stream in full precision.
     block_output: Literal["quantized", "fp"] = "quantized"
     channels_last: bool = True  # NHWC tensors: faster convolutions on CUDA and the CPU
+    # Mixed precision of training and evaluation steps (autocast; GradScaler for fp16).
+    # The quantizers always compute in fp32; a bit-width the dtype cannot hold is refused.
+    precision: Literal["fp32", "fp16", "bf16"] = "fp32"
+    # torch.compile the training and evaluation steps (inductor fuses every quantizer
+    # into the ops around it, on CUDA and on the CPU); recompiles once per bit-width.
+    compile: bool = False
 
     @field_validator("model")
     @classmethod
@@ -272,6 +281,32 @@ class Report(_Strict):
     results: list[Path] = []
 
 
+class LongDirect(_Strict):
+    """A longer direct run (tag `long`) at some bit-widths: the equal-cost view's baseline."""
+
+    bits: list[int] = [2]
+    epochs: int = Field(24, ge=1)
+
+
+class Pipeline(_Strict):
+    """What the pipeline's dvc.yaml runs (read by DVC's templating, `${pipeline.…}`): the
+    bit-widths of its matrix stages, and optional extra runs."""
+
+    bits: list[int] = [2, 4]
+    ts_pq_kd_bits: list[int] = [2, 4]
+    long_direct: LongDirect | None = None
+
+    @field_validator("bits", "ts_pq_kd_bits")
+    @classmethod
+    def _bits(cls, v: list[int]) -> list[int]:
+        try:
+            for b in v:
+                check_bits(b, "pipeline bits")
+        except ConfigError as e:
+            raise ValueError(str(e)) from None
+        return v
+
+
 class Slurm(_Strict):
     profile: str = "example"  # slurm/profiles/<profile>.yaml
     folder: Path = Path("runs/.submitit")  # submitit logs and pickles
@@ -333,6 +368,14 @@ class StageConfig(_Strict):
             return ""
         return f"w{p.w_bits}a{p.a_bits}" + (f"-{p.init_tag}" if p.init_tag else "")
 
+    @property
+    def live_dir(self) -> Path | None:
+        """This stage's dvclive folder, <live_dir>/<stage>[/<variant>], or None."""
+        if self.common.live_dir is None:
+            return None
+        d = self.path(self.common.live_dir) / self.stage
+        return d / self.variant if self.variant else d
+
     def out_dir(self, stage: str | None = None, variant: str | None = None) -> Path:
         """runs/<stage>/<variant>: where a stage writes (default: this stage)."""
         stage = stage or self.stage
@@ -368,7 +411,7 @@ def read_params(path: Path) -> dict[str, Any]:
     raw = {} if raw is None else raw
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: top level must be a mapping of sections")
-    valid = {"common", "slurm", *(section_key(s) for s in STAGES)}
+    valid = {"common", "slurm", "pipeline", *(section_key(s) for s in STAGES)}
     unknown = sorted(set(raw) - valid)
     if unknown:
         raise ConfigError(
@@ -473,6 +516,7 @@ def load_config(
         raw.setdefault("common", {})
         raw["common"]["executor"] = executor
     src = str(params)
+    _validate(Pipeline, raw.get("pipeline"), "pipeline", src)  # typos fail at once
     cfg = StageConfig(
         stage=stage,
         base_dir=params.resolve().parent,
@@ -481,7 +525,33 @@ def load_config(
         slurm=_validate(Slurm, raw.get("slurm"), "slurm", src),
     )
     _check_folders(cfg, src)
+    _check_precision(cfg, src)
     return cfg
+
+
+def stage_bits(params: Any) -> list[int]:
+    """Every weight / activation bit-width a quantized stage trains at."""
+    bits = {params.w_bits, params.a_bits, *getattr(params, "students", [])}
+    if isinstance(params, BitDecay):
+        bits |= {b for step in params.steps() for b in step}
+    return sorted(bits)
+
+
+def _check_precision(cfg: StageConfig, src: str) -> None:
+    """fp16 / bf16 casts the quantizers' levels: refuse bit-widths they would merge."""
+    from lowbit.quant.precision import check_precision
+
+    c = cfg.common
+    if c.precision == "fp16" and c.device == "cpu":
+        raise ConfigError(f"{src}: common.precision fp16 needs a CUDA device; use bf16 on the CPU")
+    if c.precision == "fp32" or not isinstance(cfg.params, Quantized):
+        return
+    for b in stage_bits(cfg.params):
+        for role in ("weight", "activation"):
+            try:
+                check_precision(b, c.precision, role, c.quantizer)
+            except ConfigError as e:
+                raise ConfigError(f"{src}: {cfg.stage}: {e}") from None
 
 
 def _check_folders(cfg: StageConfig, src: str) -> None:
@@ -497,6 +567,8 @@ def _check_folders(cfg: StageConfig, src: str) -> None:
         "common.runs_dir": cfg.path(c.runs_dir),
         "common.reports_dir": cfg.path(c.reports_dir),
     }
+    if c.live_dir is not None:
+        folders["common.live_dir"] = cfg.path(c.live_dir)
     if c.data_root is not None:
         folders["common.data_root"] = cfg.path(c.data_root)
     names = list(folders)

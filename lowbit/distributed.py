@@ -136,6 +136,18 @@ def _has_quantizer_params(model: nn.Module) -> bool:
     return any(p.requires_grad for _, q in iter_quantizers(model) for p in q.parameters())
 
 
+def all_agree(ok: bool) -> bool:
+    """True on every rank iff `ok` on every rank: a decision one rank takes (its lock,
+    its checks) becomes every rank's, so no rank waits alone in the next collective."""
+    if world_size() == 1:
+        return ok
+    flag = torch.tensor([1 if ok else 0], dtype=torch.int32)
+    if dist.get_backend() == "nccl":
+        flag = flag.cuda()
+    dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+    return bool(flag.item())
+
+
 def broadcast_buffers(model: nn.Module, src: int = 0) -> None:
     """Copy rank src's buffers (BatchNorm running statistics) to every rank.
 

@@ -32,6 +32,16 @@ from lowbit.optim import OptimSpec
 from lowbit.quant.convert import load_quant_state, quant_state
 
 
+@dataclass(frozen=True)
+class Execution:
+    """How the steps run, not what they compute: NHWC layout, autocast precision
+    ("fp32" | "fp16" | "bf16"), and torch.compile of the networks' forward."""
+
+    channels_last: bool = True
+    precision: str = "fp32"
+    compile: bool = False
+
+
 @dataclass
 class Trainee:
     """One network trained by the engine, with its own optimiser."""
@@ -41,6 +51,7 @@ class Trainee:
     optimizer: torch.optim.Optimizer
     spec: OptimSpec
     scaler: torch.amp.GradScaler | None = None
+    precision: str = "fp32"  # "fp32" | "fp16" | "bf16": the autocast dtype of its steps
 
     def set_lr(self, epoch: int, fraction: float = 0.0) -> None:
         """The schedule's lr `fraction` of the way through `epoch` (0-based, of the round)."""
@@ -54,13 +65,18 @@ def make_trainee(
     model: nn.Module,
     spec: OptimSpec,
     device: torch.device,
-    channels_last: bool = True,
+    execution: Execution = Execution(),
 ) -> Trainee:
     model.to(device)
-    if channels_last:
+    if execution.channels_last:
         # NHWC convolutions are faster on CUDA and on the CPU alike (ResNet-20, batch 128,
         # 2-core EPYC: 403 -> 222 ms per FP step); the fused quantizers walk both layouts.
         model.to(memory_format=torch.channels_last)
+    if execution.compile and not getattr(model, "_compiled_call_impl", None):
+        # In place: state-dict keys stay the module's own. Inductor fuses each quantizer
+        # into the ops around it; a new bit-width is one recompile, an SP step none
+        # (StochasticPrecision.use_gates).
+        model.compile()
     # Several ranks: train through DDP (gradients averaged over ranks). Checkpoints and
     # quantizer state always go through _unwrap, so their keys never depend on it.
     model = distributed.wrap(model, device)
@@ -71,15 +87,21 @@ def make_trainee(
         nesterov=spec.nesterov and spec.momentum > 0,
         weight_decay=spec.weight_decay,
     )
-    scaler = torch.amp.GradScaler("cuda") if device.type == "cuda" else None
-    return Trainee(name, model, opt, spec, scaler)
+    # fp16 gradients underflow without loss scaling; bf16 has fp32's exponent range
+    fp16 = execution.precision == "fp16"
+    scaler = torch.amp.GradScaler(device.type) if fp16 else None
+    return Trainee(name, model, opt, spec, scaler, execution.precision)
 
 
-def autocast(device: torch.device) -> AbstractContextManager[Any]:
-    """bfloat16-free mixed precision on CUDA (float16 + GradScaler); nothing on the CPU."""
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.float16)
-    return nullcontext()
+AUTOCAST = {"fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def autocast(device: torch.device, precision: str = "fp32") -> AbstractContextManager[Any]:
+    """Mixed precision of a step: autocast to fp16 / bf16, or nothing for fp32. The
+    quantizers compute in fp32 inside it (lowbit.quant), so their levels stay exact."""
+    if precision == "fp32":
+        return nullcontext()
+    return torch.autocast(device.type, dtype=AUTOCAST[precision])
 
 
 def optimizer_step(trainee: Trainee, loss: Tensor) -> None:
@@ -120,7 +142,7 @@ class CrossEntropy:
 
     def __call__(self, trainees: Sequence[Trainee], x: Tensor, y: Tensor) -> dict[str, StepOut]:
         (t,) = trainees
-        with autocast(x.device):
+        with autocast(x.device, t.precision):
             logits = t.model(x)
             loss = F.cross_entropy(logits, y)
         optimizer_step(t, loss)
@@ -135,6 +157,8 @@ class FitSpec:
     checkpoint: Path  # resumable state, rewritten atomically after every epoch
     fingerprint: str = ""  # a checkpoint with another fingerprint is not resumed
     progress: bool = True
+    # Called with each epoch's history row, in order; at start also with every epoch a
+    # resumed checkpoint restores, so whatever it builds equals an uninterrupted run's.
     on_epoch_end: Callable[[dict[str, float]], None] | None = None
     # Evaluate after every k-th epoch, after the epochs in eval_at (1-based) and always
     # after the last; the skipped epochs' validation metrics are NaN (a CPU budget saver
@@ -144,7 +168,7 @@ class FitSpec:
     # The loader's epoch index of this round's first epoch: the epochs the run's init
     # chain (earlier stages and rounds) has already drawn.
     data_offset: int = 0
-    channels_last: bool = True  # feed NHWC batches (the layout make_trainee gives models)
+    execution: Execution = Execution()  # layout and precision of batches and evaluation
 
 
 @dataclass
@@ -196,7 +220,7 @@ def evaluate(
     model: nn.Module,
     loader: Iterable[tuple[Tensor, Tensor]],
     device: torch.device,
-    channels_last: bool = True,
+    execution: Execution = Execution(),
 ) -> dict:
     """loss (mean cross-entropy, nats), top1 and top5 (%) over the loader, all ranks."""
     # Evaluate the bare network with rank 0's buffers: no DDP collectives per batch
@@ -209,9 +233,9 @@ def evaluate(
     sums = torch.zeros(4, dtype=torch.float64, device=device)  # loss*n, top1, top5, n
     for x, y in loader:
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        if channels_last and x.dim() == 4:
+        if execution.channels_last and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
-        with autocast(device):
+        with autocast(device, execution.precision):
             logits = model(x).float()
         c1, c5 = _topk_hits(logits, y)
         sums[0] += F.cross_entropy(logits, y, reduction="sum").double()
@@ -309,6 +333,9 @@ def fit(
     """
     objective = objective or CrossEntropy()
     start, history = load_state(spec, trainees)
+    if spec.on_epoch_end is not None:
+        for row in history.epochs:  # restored epochs first: a log from this is complete
+            spec.on_epoch_end(row)
     for epoch in range(start, spec.epochs):
         seed_everything(spec.seed, epoch)
         if hasattr(train_loader, "set_epoch"):
@@ -360,7 +387,7 @@ def _train_epoch(
     for i, (x, y) in enumerate(batches):
         x = x.to(spec.device, non_blocking=True)
         y = y.to(spec.device, non_blocking=True)
-        if spec.channels_last and x.dim() == 4:
+        if spec.execution.channels_last and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
         for t in trainees:
             t.set_lr(epoch, i / steps)
@@ -402,7 +429,7 @@ def _epoch_row(
         val = (
             nan
             if val_loader is None
-            else evaluate(t.model, val_loader, spec.device, spec.channels_last)
+            else evaluate(t.model, val_loader, spec.device, spec.execution)
         )
         row[f"{t.name}/train_loss"] = flat[2 * i] / n
         row[f"{t.name}/train_top1"] = 100.0 * flat[2 * i + 1] / n

@@ -13,7 +13,22 @@ from typing import Any
 
 import torch
 
-PACKAGES = ("lowbit", "torch", "torchvision", "numpy", "ffcv", "dvc", "submitit", "pydantic")
+PACKAGES = (
+    "lowbit", "torch", "torchvision", "numpy", "ffcv", "dvc", "dvclive", "submitit", "pydantic",
+)  # fmt: skip
+# Files DVC and lowbit write while a pipeline runs, and the params (recorded in run.json):
+# a change to these does not make the code that produced a result "dirty".
+RUN_FILES = (
+    "**/dvc.lock", "**/.gitignore", "**/runs/**", "**/reports/**", "**/dvclive/**",
+    "**/results/**", "**/params*.yaml",
+)  # fmt: skip
+
+
+def dirty_files(cwd: Path) -> list[str] | None:
+    """Tracked files changed against HEAD, outside RUN_FILES (None: not a git checkout)."""
+    excludes = [f":(top,exclude,glob){p}" for p in RUN_FILES]
+    out = _git(["status", "--porcelain", "--untracked-files=no", "--", ":/", *excludes], cwd)
+    return None if out is None else [ln.split(maxsplit=1)[1] for ln in out.splitlines() if ln]
 
 
 def _git(args: list[str], cwd: Path) -> str | None:
@@ -53,10 +68,11 @@ def device_name(device: torch.device) -> str:
 
 
 def provenance(cwd: Path, device: torch.device, seed: int) -> dict[str, Any]:
-    dirty = _git(["status", "--porcelain", "--untracked-files=no"], cwd)
+    dirty = dirty_files(cwd)
     return {
         "git_commit": _git(["rev-parse", "HEAD"], cwd),
         "git_dirty": bool(dirty) if dirty is not None else None,
+        "git_dirty_files": (dirty or [])[:20],
         "versions": versions(),
         "python": platform.python_version(),
         "device": str(device),

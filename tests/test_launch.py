@@ -106,7 +106,41 @@ def test_stage_overrides(tmp_path):
 def test_tasks_follow_gpus_unless_set():
     assert L.Profile().tasks == 1
     assert L.Profile(gpus_per_node=4).tasks == 4
-    assert L.Profile(gpus_per_node=4, tasks_per_node=1).tasks == 1
+    assert L.Profile(gpus_per_node=4, tasks_per_node=4).tasks == 4
+    assert L.Profile(tasks_per_node=3).tasks == 3  # CPU jobs: any number of tasks
+
+
+@pytest.mark.parametrize("tasks", [1, 8])
+def test_a_gpu_profile_runs_one_task_per_gpu(tasks):
+    """Two ranks on one GPU make NCCL fail; fewer ranks than GPUs leave GPUs idle."""
+    with pytest.raises(ValueError, match="one task per GPU"):
+        L.Profile(gpus_per_node=4, tasks_per_node=tasks)
+
+
+def test_workers_follow_the_jobs_cpus_unless_set(tmp_path):
+    from lowbit.config import load_config
+    from tests.slurm.helpers import write_params
+
+    _profile(tmp_path, "cpus_per_task: 6\n")
+    path = write_params(tmp_path, slurm={"profile": "mine"}, common={"workers": 3})
+    cfg = load_config("pretrain", path)
+    assert L.job_config(cfg, L.load_profile(cfg)).common.workers == 3  # set by the user
+    params = yaml.safe_load(path.read_text())
+    del params["common"]["workers"]
+    path.write_text(yaml.safe_dump(params))
+    cfg = load_config("pretrain", path)
+    assert cfg.common.workers == 2  # the default, inline
+    assert L.job_config(cfg, L.load_profile(cfg)).common.workers == 6
+
+
+def test_cpu_device_uses_gloo_even_where_a_gpu_is(monkeypatch):
+    from lowbit import distributed
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert distributed.backend("cpu") == "gloo"
+    assert distributed.backend("cuda") == "nccl" and distributed.backend("auto") == "nccl"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert distributed.backend("auto") == "gloo"
 
 
 def test_inline_calls_the_function_in_this_process(tmp_path):

@@ -27,6 +27,7 @@ from lowbit.data.ffcv_ops import (
 )
 from lowbit.data.loaders import CIFAR_PAD, VAL_CROP_RATIO, LoaderSpec, normalize_lut
 from lowbit.data.store import BetonStore
+from lowbit.data.torch_loader import val_shard
 
 
 def _image_pipeline(spec: LoaderSpec, cell: KeyCell) -> list:
@@ -72,15 +73,19 @@ class FfcvLoader:
             order = OrderOption.QUASI_RANDOM if spec.order == "quasi_random" else OrderOption.RANDOM
         else:
             order = OrderOption.SEQUENTIAL
-        BetonStore(spec.path)  # a clear DataError for a damaged file, before FFCV reads it
+        store = BetonStore(spec.path)  # a clear DataError for a damaged file, before FFCV
         threads = torch.get_num_threads()  # FFCV sets torch's thread count to num_workers
+        # Validation over several ranks: each rank reads its own ids, unpadded (FFCV's
+        # distributed SEQUENTIAL order pads like DistributedSampler, double-counting).
+        shard = spec.distributed and not spec.train
         self.loader = Loader(
             str(spec.path),
             batch_size=spec.batch_size,
             num_workers=max(1, spec.workers),
             os_cache=spec.order != "quasi_random",  # QUASI_RANDOM pays off with its own cache
             order=order,
-            distributed=spec.distributed,
+            distributed=spec.distributed and not shard,
+            indices=val_shard(len(store.labels)) if shard else None,
             seed=spec.seed,
             pipelines={"image": _image_pipeline(spec, self.cell), "label": _label_pipeline(spec)},
             drop_last=spec.train,

@@ -20,8 +20,18 @@ from lowbit.data.loaders import CIFAR_PAD, VAL_CROP_RATIO, LoaderSpec, normalize
 from lowbit.data.store import Store, open_store
 
 
+def val_shard(n: int) -> np.ndarray:
+    """This rank's validation ids: every world-th from its rank, without the padding a
+    DistributedSampler adds (padded duplicates would be counted twice in the top-1)."""
+    import torch.distributed as dist
+
+    return np.arange(dist.get_rank(), n, dist.get_world_size())
+
+
 def epoch_order(n: int, spec: LoaderSpec, epoch: int) -> np.ndarray:
     """Sample ids of one epoch on this rank, as FFCV's RANDOM / SEQUENTIAL orders."""
+    if spec.distributed and not spec.train:
+        return val_shard(n)
     if spec.distributed:
         sampler = DistributedSampler(range(n), shuffle=spec.train, seed=spec.seed, drop_last=False)
         sampler.set_epoch(epoch)

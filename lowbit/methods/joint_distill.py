@@ -122,11 +122,12 @@ class JointDistillation:
         if not students:
             raise ValueError("joint distillation needs at least one student")
         out: dict[str, StepOut] = {}
-        with autocast(x.device):
+        amp = teacher.precision
+        with autocast(x.device, amp):
             z_t = teacher.model(x)
         student_logits = []
         for s in students:
-            with autocast(x.device):
+            with autocast(x.device, amp):
                 z_s = s.model(x)
                 loss = self.w.lambda_s * F.cross_entropy(z_s, y) + self.w.lambda_skl * distill_term(
                     z_t.detach().float(), z_s.float(), self.w
@@ -136,7 +137,7 @@ class JointDistillation:
             optimizer_step(s, loss)
             student_logits.append(z_s.detach())
             out[s.name] = StepOut(loss.detach(), z_s.detach())
-        with autocast(x.device):
+        with autocast(x.device, amp):
             kl = torch.stack(
                 [distill_term(z.float(), z_t.float(), self.w) for z in student_logits]
             ).mean()

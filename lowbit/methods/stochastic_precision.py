@@ -123,6 +123,16 @@ class StochasticPrecision:
         # A quantizer the round switched off (e.g. two-stage's relu mode) stays off.
         self.base = [[q.enabled for q in u] for u in self.units]
         self.last_mask: torch.Tensor = torch.ones(len(self.units), dtype=torch.bool)
+        self.gated = False
+
+    def use_gates(self) -> None:
+        """Switch units by tensor value (`Quantizer.gate`) instead of the `enabled` flag:
+        for a compiled model, which must not recompile at every step's new sample."""
+        device = next(self.model.parameters()).device
+        for quantizers in self.units:
+            for q in quantizers:
+                q.gate = torch.ones((), dtype=torch.bool, device=device)
+        self.gated = True
 
     @property
     def last_fraction(self) -> float:
@@ -166,11 +176,16 @@ class StochasticPrecision:
             self.units, self.base, self.last_mask.tolist(), strict=True
         ):
             for q, b in zip(quantizers, base, strict=True):
-                q.enabled = on and b
+                if self.gated:
+                    q.gate.fill_(on)  # type: ignore[union-attr]
+                else:
+                    q.enabled = on and b
 
     def on_epoch_end(self) -> None:
         """Evaluation and checkpoints see the fully quantized network."""
         for quantizers, base in zip(self.units, self.base, strict=True):
             for q, b in zip(quantizers, base, strict=True):
                 q.enabled = b
+                if self.gated:
+                    q.gate.fill_(True)  # type: ignore[union-attr]
         self.last_mask = torch.ones(len(self.units), dtype=torch.bool)

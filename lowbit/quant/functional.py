@@ -11,6 +11,13 @@ still clipped, which is distinct from the plain float layer.
 `quantize_activation_reference` are the formulas in plain autograd ops, which the fused
 paths match bit for bit in the forward (and in the gradient, up to the last bit of the
 activation STE; see fused.py).
+
+Mixed precision: half and bfloat16 inputs are quantized in float32 and the result is
+cast back to the input's dtype, on every path. In float16, 1.0 * (2^16 - 1) overflows
+to inf, and neither float16 (11 significant bits) nor bfloat16 (8) can carry the
+products (2^k - 1) z and their rounding for large k. The gradient is the STE / clip
+gradient of the formula, returned in the input's dtype. Which bit-widths survive the
+cast back is `lowbit.quant.precision`'s concern.
 """
 
 from __future__ import annotations
@@ -25,6 +32,18 @@ from lowbit.quant import fused
 
 MIN_BITS = 2
 MAX_BITS = 32
+# dtypes the quantizers never compute in: their inputs are quantized in float32
+LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype a quantizer computes in for inputs of `dtype`: float32 for half types."""
+    return torch.float32 if dtype in LOW_PRECISION else dtype
+
+
+def upcast(x: Tensor) -> Tensor:
+    """`x` in its compute dtype (a differentiable cast; `x` itself when no cast is needed)."""
+    return x.to(compute_dtype(x.dtype))
 
 
 def check_bits(bits: object, what: str = "bits") -> int:
@@ -89,6 +108,8 @@ def quantize_weight(w: Tensor, bits: int) -> Tensor:
     gradients equal `quantize_weight_reference` bit for bit.
     """
     bits = check_bits(bits)
+    if w.dtype in LOW_PRECISION:  # half weights: quantized in float32, cast back
+        return quantize_weight(w.float(), bits).to(w.dtype)
     ext = fused.kernels_for(w)
     if ext is not None:
         return fused.weight_quant(w, levels_of(bits), ext)
@@ -96,30 +117,36 @@ def quantize_weight(w: Tensor, bits: int) -> Tensor:
 
 
 def quantize_weight_reference(w: Tensor, bits: int) -> Tensor:
-    """The weight quantizer in plain autograd ops: the formula the fused path must match."""
+    """The weight quantizer in plain autograd ops: the formula the fused path must match.
+
+    Computed in float32 for half / bfloat16 `w` (cast back at the end)."""
     bits = check_bits(bits)
-    t = torch.tanh(w)
+    t = torch.tanh(upcast(w))
     z = t / (2 * t.abs().max()) + 0.5
-    return 2 * quantize_unit(z, bits) - 1
+    return (2 * quantize_unit(z, bits) - 1).to(w.dtype)
 
 
 class _ClipRoundSTE(torch.autograd.Function):
     """q_k(clip(x, 0, 1)) in PyTorch ops, saving a 1-byte mask, not a float tensor.
 
-    The path for tensors the C++ kernels do not take (CUDA, half precision, tracing).
+    The path for tensors the C++ kernels do not take (CUDA, float16, tracing).
     Gradient: where(0 <= x <= 1, grad, 0), the clip's gradient of `clip_unit`
-    (boundary points included) times the STE's 1 for the rounding. The mask is
-    `clip(x) == x` (false for NaN, like the reference's compares): 2 passes, not 3.
+    (boundary points included) times the STE's 1 for the rounding, in grad's dtype.
+    The mask is `clip(x) == x` (false for NaN, like the reference's compares): 2
+    passes, not 3. Half / bfloat16 x is quantized in float32 (the cast up is exact, so
+    the mask is x's own) and the levels are cast back to x's dtype; only the 1-byte
+    mask is saved, never the float32 copy.
     """
 
     @staticmethod
     def forward(ctx: object, x: Tensor, levels: float) -> Tensor:
-        y = x.clamp(0, 1)
+        xc = upcast(x)
+        y = xc.clamp(0, 1)
         if ctx.needs_input_grad[0]:
-            ctx.save_for_backward(y == x)
+            ctx.save_for_backward(y == xc)
         if levels > 0:
             y = y.mul_(levels).round_().div_(levels)
-        return y
+        return y.to(x.dtype)
 
     @staticmethod
     def backward(ctx: object, grad: Tensor) -> tuple[Tensor, None]:
@@ -130,7 +157,7 @@ class _ClipRoundSTE(torch.autograd.Function):
 def quantize_activation(x: Tensor, bits: int) -> Tensor:
     """Activation quantizer: q_k(clip(x, 0, 1)) (paper §3.1). At 32 bits, clip only."""
     levels = levels_of(check_bits(bits))
-    ext = fused.kernels_for(x)
+    ext = fused.kernels_for(x, fused.ACT_DTYPES)
     if ext is not None:
         return fused.act_quant(x, levels, ext)
     if torch._C._are_functorch_transforms_active():
@@ -151,5 +178,7 @@ def clip_unit(x: Tensor) -> Tensor:
 
 
 def quantize_activation_reference(x: Tensor, bits: int) -> Tensor:
-    """The same quantizer in plain autograd ops: the formula the fused path must match."""
-    return quantize_unit(clip_unit(x), check_bits(bits))
+    """The same quantizer in plain autograd ops: the formula the fused path must match.
+
+    Computed in float32 for half / bfloat16 `x` (cast back at the end)."""
+    return quantize_unit(clip_unit(upcast(x)), check_bits(bits)).to(x.dtype)

@@ -21,8 +21,15 @@ functional.py (`quantize_weight_reference`, `quantize_activation_reference`):
   convolution_backward autograd calls, so values and gradients equal `act_quant`
   followed by the conv.
 
-Used only for dense float32/float64 CPU tensors outside torch.compile tracing
-(`kernels_for`); everything else takes the PyTorch path in functional.py.
+Used only for dense CPU tensors outside torch.compile tracing (`kernels_for`):
+float32/float64, and bfloat16 for the activation quantizer, which the kernels quantize
+in float32 and round back to bfloat16 (bitwise equal to the reference's float32
+formula followed by the cast). Everything else takes the PyTorch path in functional.py.
+
+Under CPU bfloat16 autocast, `quant_conv2d` casts the quantized input, the weight and
+the bias to bfloat16 exactly as autocast's conv2d does, and its backward calls the same
+bfloat16 convolution_backward, so it equals the activation quantizer followed by the
+conv under autocast.
 """
 
 from __future__ import annotations
@@ -39,13 +46,16 @@ from torch.nn import functional as F
 from lowbit.quant import _kernels
 
 _FLOAT_TYPES = (torch.float32, torch.float64)
+ACT_DTYPES = (torch.float32, torch.float64, torch.bfloat16)  # the activation kernels'
 # (stride, padding, dilation, groups) of a conv2d
 ConvGeometry = tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...], int]
 
 
-def kernels_for(t: Tensor) -> ModuleType | None:
-    """The compiled kernels if `t` can use them, else None (the PyTorch path)."""
-    if t.device.type != "cpu" or t.dtype not in _FLOAT_TYPES:
+def kernels_for(t: Tensor, dtypes: tuple[torch.dtype, ...] = _FLOAT_TYPES) -> ModuleType | None:
+    """The compiled kernels if `t` can use them, else None (the PyTorch path).
+
+    `dtypes`: the kernel's dtypes (the weight kernels take float32/float64 only)."""
+    if t.device.type != "cpu" or t.dtype not in dtypes:
         return None
     if type(t) not in (Tensor, torch.nn.Parameter) or torch.compiler.is_compiling():
         return None  # subclasses / tracing: plain ops, which inductor fuses itself
@@ -135,6 +145,11 @@ class _WeightQuant(torch.autograd.Function):
         return ctx.ext.weight_backward(grad, _like(t, grad), m, ctx.levels), None, None
 
 
+def _cast(t: Tensor | None, dtype: torch.dtype | None) -> Tensor | None:
+    """`t` in `dtype` (None: unchanged), as autocast casts a conv's operands."""
+    return t if t is None or dtype is None else t.to(dtype)
+
+
 class _QuantConv2d(torch.autograd.Function):
     @staticmethod
     def forward(
@@ -149,25 +164,31 @@ class _QuantConv2d(torch.autograd.Function):
         x = _dense(x)
         y = ext.act_forward_out(x, levels, _SCRATCH.like(x))  # (N, C_in, H, W), scratch
         stride, padding, dilation, groups = geometry
+        cdt = _autocast_dtype()  # None without autocast: every operand keeps its dtype
         ctx.save_for_backward(x, weight)
-        ctx.levels, ctx.geometry, ctx.ext = levels, geometry, ext
+        ctx.levels, ctx.geometry, ctx.ext, ctx.cdt = levels, geometry, ext, cdt
         ctx.bias_sizes = None if bias is None else list(bias.shape)
-        return F.conv2d(y, weight, bias, stride, padding, dilation, groups)
+        ctx.dtypes = (weight.dtype, None if bias is None else bias.dtype)
+        w, b = _cast(weight, cdt), _cast(bias, cdt)
+        return F.conv2d(_cast(y, cdt), w, b, stride, padding, dilation, groups)
 
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
         x, weight = ctx.saved_tensors
         stride, padding, dilation, groups = ctx.geometry
+        cdt = ctx.cdt
         y = ctx.ext.act_forward_out(x, ctx.levels, _SCRATCH.like(x))  # recompute
+        yc, wc = _cast(y, cdt), _cast(weight, cdt)
         mask = [bool(ctx.needs_input_grad[i]) for i in range(3)]
         gy, gw, gb = torch.ops.aten.convolution_backward(
-            grad, y, weight, ctx.bias_sizes, stride, padding, dilation, False, [0, 0], groups, mask
+            grad, yc, wc, ctx.bias_sizes, stride, padding, dilation, False, [0, 0], groups, mask
         )
-        del y
+        del y, yc
         if gy is not None:  # gy is ours: the clip's gradient applied in place
-            gy = ctx.ext.act_backward_from_input_(_like(gy, x), x)
-        return gy, gw, gb, None, None, None
+            gy = ctx.ext.act_backward_from_input_(_like(gy.to(x.dtype), x), x)
+        # autocast's casts back: the gradients in the dtypes of weight and bias
+        return gy, _cast(gw, ctx.dtypes[0]), _cast(gb, ctx.dtypes[1]), None, None, None
 
 
 def act_quant(x: Tensor, levels: float, ext: ModuleType) -> Tensor:
@@ -180,6 +201,25 @@ def weight_quant(w: Tensor, levels: float, ext: ModuleType) -> Tensor:
     return _WeightQuant.apply(w, levels, ext)
 
 
+def _autocast_dtype() -> torch.dtype | None:
+    """The dtype CPU autocast runs conv2d in, or None when autocast is off."""
+    return torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else None
+
+
+def _dtypes_fusable(x: Tensor, weight: Tensor, bias: Tensor | None) -> bool:
+    """Whether the fused node reproduces the dtypes of the unfused conv.
+
+    Without autocast all operands share a dtype. Under CPU bfloat16 autocast, float32
+    or bfloat16 operands are cast to bfloat16 (float64 is left alone by autocast, so
+    a conv on it would fail either way; float16 autocast is not fused)."""
+    cdt = _autocast_dtype()
+    if cdt is None:
+        return weight.dtype == x.dtype and (bias is None or bias.dtype == x.dtype)
+    ok = (torch.float32, torch.bfloat16)
+    operands = (x, weight) if bias is None else (x, weight, bias)
+    return cdt == torch.bfloat16 and all(t.dtype in ok for t in operands)
+
+
 def conv_kernels(x: Tensor, weight: Tensor, bias: Tensor | None) -> ModuleType | None:
     """The kernels if quantizer + conv2d should run as one fused node, else None (then
     the caller quantizes and convolves separately, with equal results)."""
@@ -187,9 +227,9 @@ def conv_kernels(x: Tensor, weight: Tensor, bias: Tensor | None) -> ModuleType |
         return None  # without autograd nothing is saved, so fusing saves nothing
     if not (x.requires_grad or weight.requires_grad or (bias is not None and bias.requires_grad)):
         return None
-    if torch.is_autocast_enabled("cpu") or weight.dtype != x.dtype:
+    if not _dtypes_fusable(x, weight, bias):
         return None
-    return kernels_for(x)
+    return kernels_for(x, ACT_DTYPES)
 
 
 def quant_conv2d(

@@ -100,6 +100,7 @@ class QuantConv2d(nn.Conv2d, _QuantMixin):
         return (
             type(self.a_quant) is ClipActivation
             and self.a_quant.enabled
+            and self.a_quant.gate is None
             and self.padding_mode == "zeros"
             and not isinstance(self.padding, str)
         )

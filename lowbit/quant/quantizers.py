@@ -9,25 +9,36 @@
 A disabled quantizer is an exact identity, so a layer with both quantizers disabled is
 bit-identical to its float parent. Precision changes only through `bits` and `enabled`
 (set by `lowbit.quant.convert.set_bits` and the methods), never inside `forward`.
+
+Half / bfloat16 inputs (autocast) are quantized in float32 and cast back, as in
+functional.py: the levels stay exact, and the learned alpha / step get their gradients
+summed in float32 (in float16 a scaled loss overflows such sums to inf).
 """
 
 from __future__ import annotations
 
 import math
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
+from torch import distributed as dist
 
 from lowbit.errors import ConfigError
 from lowbit.quant import functional as F
-from lowbit.quant.functional import MAX_BITS, check_bits, round_ste
+from lowbit.quant.functional import MAX_BITS, check_bits, compute_dtype, round_ste, upcast
 
 QUANTIZERS = ("dorefa", "pact", "lsq")
 
 
 class Quantizer(nn.Module):
-    """Base class: `forward(x)` is `quantize(x)` when enabled, else `x` itself."""
+    """Base class: `forward(x)` is `quantize(x)` when enabled, else `x` itself.
+
+    `gate` (None, or a 0-dim bool tensor on the input's device) switches a quantizer on
+    and off per step *by value*: `where(gate, quantize(x), x)`, values and STE gradient
+    of whichever side is taken. A compiled model then keeps one graph while stochastic
+    precision samples a new sub-network every step (a Python flag would recompile it).
+    """
 
     role: ClassVar[str] = ""  # "weight" or "activation"
 
@@ -35,6 +46,7 @@ class Quantizer(nn.Module):
         super().__init__()
         self.bits = bits
         self.enabled = enabled
+        self.gate: Tensor | None = None  # a plain attribute: not saved in state dicts
 
     @property
     def bits(self) -> int:
@@ -45,7 +57,11 @@ class Quantizer(nn.Module):
         self._bits = check_bits(value, f"{self.role} bits")
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.quantize(x) if self.enabled else x
+        if not self.enabled:
+            return x
+        if self.gate is None:
+            return self.quantize(x)
+        return torch.where(self.gate, self.quantize(x), x)
 
     def quantize(self, x: Tensor) -> Tensor:
         raise NotImplementedError
@@ -88,13 +104,14 @@ class PACTActivation(Quantizer):
         self.alpha = nn.Parameter(torch.tensor(float(alpha)))
 
     def quantize(self, x: Tensor) -> Tensor:
-        y = torch.minimum(x.clamp(min=0), self.alpha)
-        if self.bits >= MAX_BITS:
-            return y
-        n = float(2**self.bits - 1)
-        alpha = self.alpha.detach()
-        q = torch.round(y.detach() / alpha * n) * (alpha / n)
-        return y + (q - y.detach())
+        xc = upcast(x)  # float32 for half inputs; the result is cast back below
+        y = torch.minimum(xc.clamp(min=0), self.alpha)
+        if self.bits < MAX_BITS:
+            n = float(2**self.bits - 1)
+            alpha = self.alpha.detach()
+            q = torch.round(y.detach() / alpha * n) * (alpha / n)
+            y = y + (q - y.detach())
+        return y.to(x.dtype)
 
 
 def _grad_scale(x: Tensor, scale: float) -> Tensor:
@@ -102,11 +119,26 @@ def _grad_scale(x: Tensor, scale: float) -> Tensor:
     return (x - x * scale).detach() + x * scale
 
 
+def _mean_over_ranks(t: Tensor) -> Tensor:
+    """`t` averaged over the default process group (in place), or `t` without one."""
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+        t.div_(dist.get_world_size())
+    return t
+
+
 class _LSQ(Quantizer):
     """Learned step size: q = round(clip(x / s, qn, qp)) * s, s initialised from data.
 
     s starts at 2 mean|x| / sqrt(qp) on the first batch seen in training (LSQ §2.1)
-    and its gradient is scaled by 1 / sqrt(numel * qp).
+    and its gradient is scaled by 1 / sqrt(numel * qp). Under torch.distributed the
+    initial s is the mean over ranks of each rank's value (DDP syncs parameters only
+    when it wraps the model, so ranks would otherwise start from different steps):
+    every rank must run its first training forward together, as DDP does.
+
+    `_initialized` mirrors the `initialized` buffer as a Python bool, so the forward
+    reads no tensor (a bool(tensor) per call would stall a GPU stream). It is set at
+    the first initialisation and whenever a state dict is loaded.
     """
 
     signed: ClassVar[bool] = False
@@ -115,22 +147,34 @@ class _LSQ(Quantizer):
         super().__init__(bits, enabled)
         self.step = nn.Parameter(torch.tensor(1.0))
         self.register_buffer("initialized", torch.tensor(False))
+        self._initialized = False
 
     def _range(self) -> tuple[float, float]:
         if self.signed:
             return -float(2 ** (self.bits - 1)), float(2 ** (self.bits - 1) - 1)
         return 0.0, float(2**self.bits - 1)
 
+    @torch.no_grad()
+    def _init_step(self, x: Tensor, qp: float) -> None:
+        mean = x.abs().mean(dtype=compute_dtype(x.dtype))  # 0-dim, float32 for half x
+        s = 2 * mean.clamp(min=1e-8) / math.sqrt(qp)
+        self.step.copy_(_mean_over_ranks(s))
+        self.initialized.fill_(True)
+        self._initialized = True
+
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
+        super()._load_from_state_dict(state_dict, prefix, *args)
+        self._initialized = bool(self.initialized)  # one read per load, not per forward
+
     def quantize(self, x: Tensor) -> Tensor:
         if self.bits >= MAX_BITS:
             return x
         qn, qp = self._range()
-        if self.training and not bool(self.initialized):
-            with torch.no_grad():
-                self.step.copy_(2 * x.abs().mean().clamp(min=1e-8) / math.sqrt(qp))
-                self.initialized.fill_(True)
+        if self.training and not self._initialized:
+            self._init_step(x, qp)
         s = _grad_scale(self.step, 1.0 / math.sqrt(x.numel() * qp))
-        return round_ste((x / s).clamp(qn, qp)) * s
+        xc = upcast(x)  # float32 for half inputs: exact levels, float32 step gradient
+        return (round_ste((xc / s).clamp(qn, qp)) * s).to(x.dtype)
 
 
 class LSQWeight(_LSQ):

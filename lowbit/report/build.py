@@ -153,7 +153,7 @@ def build(
     sections = _sections(col, agg, ref, out_dir)
     curves = _curves(col.runs, out_dir)
     files = _data_files(col, agg["best"], out_dir)
-    summary = {**summary_metrics(agg["best"]), "runs": float(len(col.runs))}
+    summary: dict = {**summary_metrics(agg["best"]), "runs": len(col.runs)}
     files["flat summary for `dvc metrics show`"] = out_dir / "metrics.json"
     parts = index.Parts(title, runs_dir, col.runs, sections, curves, ref, files)
     readme = index.render(parts, out_dir)

@@ -15,7 +15,6 @@ run's.
 from __future__ import annotations
 
 import json
-import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,47 +24,8 @@ from typing import Any
 import pandas as pd
 
 from lowbit.errors import LowbitError
+from lowbit.metrics import read_run_metrics
 
-# (key, kind, required) in the order the schema lists them; "pct" is a number in [0, 100].
-SCHEMA: tuple[tuple[str, str, bool], ...] = (
-    ("stage", "str", True),
-    ("method", "str", True),
-    ("model", "str", True),
-    ("dataset", "str", True),
-    ("w_bits", "bits", True),
-    ("a_bits", "bits", True),
-    ("seed", "int", True),
-    ("net", "str", False),
-    ("top1", "pct", True),
-    ("top5", "pct", False),
-    ("loss", "num", False),
-    ("best_top1", "pct", True),
-    ("best_top5", "pct", False),
-    ("best_epoch", "num", False),
-    ("epochs", "num", False),
-    ("budget_epochs", "num", False),
-    ("wall_s", "num", False),
-    ("images_per_s", "num", False),
-    # the paper's protocol (lowbit >= 0.2): cost beside the result, convergence, flags
-    ("tag", "str?", False),
-    ("final_epochs", "num", False),
-    ("extra_epochs", "num", False),
-    ("cost_s", "num", False),
-    ("cpu_s", "num", False),
-    ("cost_cpu_s", "num", False),
-    ("late_gain", "num", False),
-    ("converged", "bool", False),
-    ("annealed", "bool", False),
-    ("data_epochs", "num", False),
-    ("block_output", "str", False),
-)
-# An extra network's entry: all optional, checked when present.
-EXTRA_SCHEMA: tuple[tuple[str, str, bool], ...] = (
-    ("method", "str", False),
-    ("w_bits", "bits", False),
-    ("a_bits", "bits", False),
-    *((k, kind, False) for k, kind, _ in SCHEMA if kind in ("pct", "num", "bool")),
-)
 # Per-network numbers: these become the `metric` column of results.csv.
 METRICS = (
     "top1",
@@ -82,15 +42,6 @@ METRICS = (
     "cost_cpu_s",
     "late_gain",
 )
-KIND_WORDS = {
-    "str": "a non-empty string",
-    "str?": "a string",
-    "bool": "true or false",
-    "int": "an integer",
-    "bits": "an integer bit-width in 1..32",
-    "num": "a number",
-    "pct": "a percentage in [0, 100]",
-}
 LONG_COLUMNS = [
     "run",
     "run_dir",
@@ -153,43 +104,6 @@ def find_metrics(runs_dir: Path, skip: Path | None = None) -> list[Path]:
     return found
 
 
-def _valid(v: Any, kind: str) -> bool:
-    if kind == "bool":
-        return isinstance(v, bool)
-    if isinstance(v, bool):  # bool is an int subclass; true/false is never a number here
-        return False
-    if kind == "str?":
-        return isinstance(v, str)
-    if kind == "str":
-        return isinstance(v, str) and v != ""
-    if kind == "int":
-        return isinstance(v, int)
-    if kind == "bits":
-        return isinstance(v, int) and 1 <= v <= 32
-    if not isinstance(v, int | float):
-        return False
-    # NaN passes as "num" (a diverged epoch's loss); a percentage must be a real 0..100 value.
-    return kind == "num" or (not math.isnan(v) and 0.0 <= v <= 100.0)
-
-
-def _check(path: Path, d: dict[str, Any], schema: tuple, where: str = "") -> dict[str, Any]:
-    """Validate `d` against `schema`; return the known keys (None for absent optional ones)."""
-    out: dict[str, Any] = {}
-    for key, kind, required in schema:
-        v = d.get(key)
-        if v is None:
-            if required:
-                raise LowbitError(f"{path}: missing required key '{where}{key}'")
-        elif not _valid(v, kind):
-            shown = repr(v)[:40]
-            raise LowbitError(
-                f"{path}: key '{where}{key}' must be {KIND_WORDS[kind]}, got {shown}"
-                f" ({type(v).__name__})"
-            )
-        out[key] = v
-    return out
-
-
 def read_json(path: Path) -> dict[str, Any]:
     """A JSON object from `path`; anything else is a LowbitError naming the file."""
     try:
@@ -204,29 +118,25 @@ def read_json(path: Path) -> dict[str, Any]:
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
-    """One metrics.json → rows (the main net first, then each extra net), validated."""
-    raw = read_json(path)
-    main = _check(path, raw, SCHEMA)
+    """One metrics.json → rows (the main net first, then each extra net), validated
+    against lowbit.metrics.RunMetrics (the schema the stages write)."""
+    run = read_run_metrics(path)
+    main = run.model_dump(exclude={"extra"})
     main["net"] = main["net"] or "main"
     main["role"] = "main"
-    main["tag"] = main["tag"] or ""
     if main["tag"]:  # another run of the same stage, e.g. direct trained longer
         main["method"] = f"{main['method']} ({main['tag']})"
-    extra = raw.get("extra") or {}
-    if not isinstance(extra, dict):
-        raise LowbitError(f"{path}: key 'extra' must be an object of networks")
     rows = [main]
-    for net, entry in sorted(extra.items()):
-        if not isinstance(entry, dict):
-            raise LowbitError(f"{path}: key 'extra.{net}' must be an object of metrics")
-        e = _check(path, entry, EXTRA_SCHEMA, where=f"extra.{net}.")
+    for net, entry in sorted(run.extra.items()):
+        e = entry.model_dump()
         teacher = "teacher" in net.lower()
-        row = {**main, **{k: v for k, v in e.items() if k in METRICS}, "net": net}
-        row["late_gain"], row["converged"] = e.get("late_gain"), e.get("converged")
+        # the entry's own numbers only: a teacher does not inherit the student's cost
+        row = {**main, **{k: e.get(k) for k in METRICS}, "net": net}
+        row["late_gain"], row["converged"] = e["late_gain"], e["converged"]
         # A teacher is named after its run's student bits: the teachers of the W2A2 and
         # W4A4 runs are different networks, not seeds of one.
         suffix = f"@w{main['w_bits']}a{main['a_bits']}" if teacher else ""
-        row["method"] = e["method"] or f"{main['method']}-{net}{suffix}"
+        row["method"] = e["method"] or f"{run.method}-{net}{suffix}"
         row["w_bits"] = e["w_bits"] or (32 if teacher else main["w_bits"])
         row["a_bits"] = e["a_bits"] or (32 if teacher else main["a_bits"])
         row["role"] = "extra"
@@ -280,9 +190,10 @@ def collect(
     net_rows, run_rows, seen = [], [], set()
     for i, source in enumerate(sources):
         # the first folder must hold runs; later ones (committed results) may be absent
-        found = find_metrics(source, skip) if i == 0 or source.is_dir() else []
-        if i and source.is_dir():
-            found = sorted(source.rglob("metrics.json"))
+        if i == 0:
+            found = find_metrics(source, skip)
+        else:
+            found = sorted(source.rglob("metrics.json")) if source.is_dir() else []
         mine = set()
         for path in found:
             run_dir = path.parent

@@ -206,13 +206,24 @@ def vs_direct(agg: pd.DataFrame, model: str, dataset: str, decimals: int = 1) ->
     return sorted(lines)
 
 
-def summary_metrics(agg: pd.DataFrame) -> dict[str, float]:
-    """Flat numbers for `dvc metrics show`: "<model>/<dataset>/<bits>/<method>/top1" (best-epoch
-    mean over seeds; bits lower-case, "fp" for 32/32) and ".../top5"."""
-    out: dict[str, float] = {}
-    for _, r in agg.iterrows():
-        key = f"{r['model']}/{r['dataset']}/{r['bits'].lower()}/{r['method']}"
-        for m in ("top1", "top5"):
-            if not pd.isna(r[m]):
-                out[f"{key}/{m}"] = round(float(r[m]), 4)
-    return dict(sorted(out.items()))
+def summary_metrics(agg: pd.DataFrame) -> dict[str, dict[str, float]]:
+    """Best-epoch top-1 (mean over seeds) per bit-width and method of the main networks,
+    for `dvc metrics show` / `dvc exp show`: {"w2a2": {"direct": 78.6, …}, "fp": {"fp": …}}.
+    DVC names the columns "w2a2.direct": short enough to keep a few in a terminal
+    (`dvc exp show --keep 'w2a2.*'`). One model and dataset per pipeline: a second one
+    is keyed "<model>/<dataset>/<bits>"."""
+    out: dict[str, dict[str, float]] = {}
+    main = agg[agg["role"] == "main"]
+    pairs = main[["model", "dataset"]].drop_duplicates().itertuples(index=False)
+    first = next(pairs, None)
+    for _, r in main.iterrows():
+        if pd.isna(r["top1"]):
+            continue
+        bits = r["bits"].lower()
+        key = (
+            bits
+            if (r["model"], r["dataset"]) == tuple(first)
+            else f"{r['model']}/{r['dataset']}/{bits}"
+        )
+        out.setdefault(key, {})[r["method"]] = round(float(r["top1"]), 2)
+    return {k: dict(sorted(v.items())) for k, v in sorted(out.items())}

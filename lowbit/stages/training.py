@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,13 +24,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from lowbit import checkpoint, engine
+from lowbit import checkpoint, distributed, engine
 from lowbit.config import KD, SP, BitDecay, Quantized, StageConfig
 from lowbit.convergence import converged, eval_epochs, late_gain
 from lowbit.errors import CheckpointError, ConfigError
+from lowbit.live import RunLog, ensure_logging
 from lowbit.methods.joint_distill import JointDistillation, KDWeights
 from lowbit.methods.rounds import Round
 from lowbit.methods.stochastic_precision import StochasticPrecision
+from lowbit.metrics import RunMetrics
 from lowbit.models import build_model
 from lowbit.optim import OptimSpec, resolve_milestones
 from lowbit.provenance import provenance
@@ -187,13 +190,21 @@ def method_label(cfg: StageConfig, init: Init) -> str:
     return "+".join(dict.fromkeys(t for t in tokens if t))
 
 
+def _progress(cfg: StageConfig) -> bool:
+    """Progress bars: as configured, else only when stdout is a terminal."""
+    p = cfg.common.progress
+    return sys.stdout.isatty() if p is None else p
+
+
 def fingerprint(cfg: StageConfig, extra: object) -> str:
     """Hash of everything that changes results (not executor, progress, workers)."""
     d = cfg.to_dict()
-    for k in ("executor", "progress", "workers"):
+    for k in ("executor", "progress", "workers", "live_dir"):
         d["common"].pop(k, None)
     d.pop("slurm", None)
     d.pop("base_dir", None)
+    # the global batch is batch_size x world size: another layout is another run
+    d["world_size"] = engine.rank_world()[1]
     blob = json.dumps([d, repr(extra)], sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -262,12 +273,15 @@ def _teacher(cfg: StageConfig, kd: KD, arch: dict[str, Any]) -> nn.Module:
 def _hooks(cfg: StageConfig, sp: SP | None, models: list[nn.Module]) -> list[Any]:
     if sp is None:
         return []
-    return [
+    hooks = [
         StochasticPrecision(
             m, sp.unit, sp.ramp, sp.ramp_fraction, sp.selection, cfg.common.seed + i
         )
         for i, m in enumerate(models)
     ]
+    for h in hooks if cfg.common.compile else []:
+        h.use_gates()  # a compiled network: switch sub-networks by value, not by recompiling
+    return hooks
 
 
 class _EpochHooks:
@@ -285,6 +299,22 @@ class _EpochHooks:
             h.on_epoch_end()
 
 
+@contextlib.contextmanager
+def _rank0_lock(out_dir: Path, lock: Path, rank0: bool) -> Any:
+    """Only rank 0 writes outputs, so only rank 0 takes the lock; every rank learns
+    whether it got it, so a refused lock stops all ranks at once, not rank 0 alone."""
+    with contextlib.ExitStack() as stack:
+        error = None
+        if rank0:
+            try:
+                stack.enter_context(locked(out_dir, lock))
+            except ConfigError as e:
+                error = e
+        if not distributed.all_agree(error is None):
+            raise error or ConfigError(f"{out_dir}: rank 0 could not lock the output folder")
+        yield
+
+
 def _objective(kd: KD | None, nets: dict[str, nn.Module]) -> Any:
     if kd is None:
         return None
@@ -296,11 +326,13 @@ def _objective(kd: KD | None, nets: dict[str, nn.Module]) -> Any:
 class _Stream:
     """What the rounds of a stage share and accumulate."""
 
+    log: RunLog
     rows: list[dict[str, float]] = field(default_factory=list)
     wall: float = 0.0
     images: float = 0.0
     cpu: float = 0.0
     data_epochs: int = 0  # the loader epoch index of the next round's first epoch
+    annealed: bool = True  # every round ends below its starting lr
 
 
 def _train_round(
@@ -311,9 +343,10 @@ def _train_round(
     rnd = plan.rounds[i]
     rnd.apply(plan.model)
     specs = round_specs(cfg, i, rnd)
-    cl = cfg.common.channels_last
+    c = cfg.common
+    ex = engine.Execution(c.channels_last, c.precision, c.compile)
     trainees = [
-        engine.make_trainee(n, m, specs.get(n, specs[""]), device, cl) for n, m in nets.items()
+        engine.make_trainee(n, m, specs.get(n, specs[""]), device, ex) for n, m in nets.items()
     ]
     students = [m for n, m in nets.items() if n != "teacher"]
     hooks = _EpochHooks(_hooks(cfg, getattr(cfg.params, "sp", None), students))
@@ -323,16 +356,18 @@ def _train_round(
         device=device,
         checkpoint=cfg.runs_dir / ".resume" / cfg.stage / (cfg.variant or "_") / f"round{i}.pt",
         fingerprint=fingerprint(cfg, (i, rnd, st.data_epochs)),
-        progress=cfg.common.progress,
+        progress=_progress(cfg),
         eval_every=cfg.params.eval_every,
         eval_at=eval_epochs(rnd.epochs),
         data_offset=st.data_epochs,
-        channels_last=cl,
+        execution=ex,
     )
     objective = _objective(getattr(cfg.params, "kd", None), nets)
-    hist = engine.fit(trainees, train, val, spec, objective, [hooks])
     offset = len(st.rows)
     marks = {"round": i + 1, "w_bits": rnd.w_bits, "a_bits": rnd.a_bits}
+    rounds = f"{i + 1}/{len(plan.rounds)}"
+    spec.on_epoch_end = lambda r: st.log.epoch({**r, **marks}, offset + r["epoch"] - 1, rounds)
+    hist = engine.fit(trainees, train, val, spec, objective, [hooks])
     st.rows += [{**r, "epoch": offset + r["epoch"], **marks} for r in hist.epochs]
     st.wall += hist.wall_s
     st.cpu += hist.cpu_s
@@ -348,17 +383,21 @@ def train_plan(cfg: StageConfig, plan: Plan, train: Any, val: Any, device: torch
     nets: dict[str, nn.Module] = {"student": plan.model, **plan.extra_students}
     if kd is not None:
         nets["teacher"] = _teacher(cfg, kd, plan.arch)
-    st = _Stream(data_epochs=plan.init.data_epochs)
-    lock = cfg.runs_dir / ".locks" / f"{cfg.stage}-{cfg.variant or 'fp'}.lock"
     rank0 = engine.rank_world()[0] == 0
-    # Only rank 0 writes outputs, so only rank 0 takes the lock.
-    with locked(out_dir, lock) if rank0 else contextlib.nullcontext():
+    ensure_logging()
+    lock = cfg.runs_dir / ".locks" / f"{cfg.stage}-{cfg.variant or 'fp'}.lock"
+    with _rank0_lock(out_dir, lock, rank0):
+        # a fresh live log, rebuilt from the checkpoints' epochs (inside the lock: a
+        # second process must not wipe the log of the one that is running)
+        label = f"{cfg.stage} {cfg.variant or 'fp'}"
+        log = RunLog(cfg.live_dir if rank0 else None, label, [*nets])
+        st = _Stream(log, data_epochs=plan.init.data_epochs, annealed=annealed)
         for i in range(len(plan.rounds)):
             _train_round(cfg, plan, nets, i, (train, val, device), st)
         metrics = _metrics(cfg, plan, st, nets)
-        metrics["annealed"] = annealed
         if rank0:
             _write_outputs(cfg, out_dir, plan, nets, st.rows, metrics, device)
+            log.close(metrics)
     if rank0:
         shutil.rmtree(cfg.runs_dir / ".resume" / cfg.stage / (cfg.variant or "_"), True)
     return metrics
@@ -411,6 +450,7 @@ def _metrics(
         "networks": len(nets),
         "init": plan.init.source,
         "data_epochs": st.data_epochs,
+        "annealed": st.annealed,
     }
     m["wall_s"], m["images_per_s"] = st.wall, st.images / max(st.wall, 1e-9)
     quantized = isinstance(p, Quantized)
@@ -418,7 +458,9 @@ def _metrics(
     m["cpu_s"] = st.cpu
     m["cost_cpu_s"] = st.cpu + plan.init.cost_cpu_s if quantized else st.cpu
     m["extra"] = {n: _summary(st.rows, n) for n in nets if n != "student"}
-    return m
+    # through the one schema the report reads (lowbit.metrics): a field the report would
+    # reject fails here, before anything is written
+    return RunMetrics.model_validate(m).model_dump(exclude_none=True)
 
 
 def _write_outputs(

@@ -4,6 +4,7 @@ epoch's randomness is a function of (seed, epoch))."""
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import random
@@ -88,11 +89,21 @@ def clone(base: Path, dest: Path, keep: list[str]) -> Path:
     return dest
 
 
+def history(run_dir: Path) -> list[dict[str, str]]:
+    with open(run_dir / "history.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
 def epoch_seconds(run_dir: Path) -> float:
-    """Median wall time of one epoch of a finished run (history.csv's last column)."""
-    rows = (run_dir / "history.csv").read_text().splitlines()[1:]
-    times = sorted(float(r.rsplit(",", 1)[1]) for r in rows)
+    """Median wall time of one epoch of a finished run (history.csv's epoch_s)."""
+    times = sorted(float(r["epoch_s"]) for r in history(run_dir))
     return times[len(times) // 2]
+
+
+def live_files(repo: Path, stage: str, variant: str) -> dict[str, bytes]:
+    """Every file of a run's dvclive log, by path inside it."""
+    d = repo / "dvclive" / stage / variant if variant else repo / "dvclive" / stage
+    return {p.relative_to(d).as_posix(): p.read_bytes() for p in d.rglob("*") if p.is_file()}
 
 
 def outputs(run_dir: Path) -> tuple[dict, dict]:
@@ -112,9 +123,9 @@ def assert_same(a: Path, b: Path) -> None:
         assert sa["nets"][net]["quant"] == sb["nets"][net]["quant"]
         for k, v in sa["nets"][net]["model"].items():
             assert torch.equal(v, sb["nets"][net]["model"][k]), (net, k)
-    ha = [ln.split(",")[:-1] for ln in (a / "history.csv").read_text().splitlines()]
-    hb = [ln.split(",")[:-1] for ln in (b / "history.csv").read_text().splitlines()]
-    assert [r[:2] + r[2:8] for r in ha] == [r[:2] + r[2:8] for r in hb]  # epoch_s dropped
+    timing = ("epoch_s", "cpu_s")
+    strip_t = lambda r: {k: v for k, v in r.items() if k not in timing}  # noqa: E731
+    assert [strip_t(r) for r in history(a)] == [strip_t(r) for r in history(b)]
 
 
 @pytest.mark.slow
@@ -153,3 +164,8 @@ def test_killed_stage_resumes_to_the_uninterrupted_result(base, tmp_path, stage,
 
     finish(repo, "stage", stage, *args)
     assert_same(ref_dir, out_dir)
+    # the dvclive log of the resumed run equals the uninterrupted one, file for file
+    ref_repo = ref_dir.parents[2] if variant else ref_dir.parents[1]
+    want = live_files(ref_repo, stage, variant)
+    assert want and "metrics.json" in want and "plots/metrics/val/top1.tsv" in want
+    assert live_files(repo, stage, variant) == want

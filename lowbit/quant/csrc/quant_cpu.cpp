@@ -8,7 +8,8 @@
 // the reference formulas in lowbit/quant/functional.py, each rounding once and in the
 // same order (built with -ffp-contract=off, so no multiply-add is fused), so forward
 // values are bitwise equal to the reference. The activation loops are in
-// simd_loops.h. Reductions and tanh call the same ATen
+// simd_loops.h; their bfloat16 versions (float32 arithmetic, as the reference) in
+// bf16_loops.h. Reductions and tanh call the same ATen
 // kernels autograd calls. Loops walk storage in memory order: callers pass dense
 // tensors (is_non_overlapping_and_dense) and paired tensors with identical strides.
 #include <torch/extension.h>
@@ -20,11 +21,22 @@
 #include <limits>
 #include <tuple>
 
+#include "bf16_loops.h"
 #include "simd_loops.h"
 
 namespace {
 
 using lowbit::act_values;
+
+bool is_bf16(const at::Tensor& t) { return t.scalar_type() == at::kBFloat16; }
+
+const uint16_t* bf16_in(const at::Tensor& t) {
+  return reinterpret_cast<const uint16_t*>(t.const_data_ptr<at::BFloat16>());
+}
+
+uint16_t* bf16_out(at::Tensor& t) {
+  return reinterpret_cast<uint16_t*>(t.mutable_data_ptr<at::BFloat16>());
+}
 
 // Elements per parallel task (128 KiB of float), as ATen's own elementwise ops use.
 int64_t kGrain = 1 << 15;
@@ -54,6 +66,17 @@ std::tuple<at::Tensor, at::Tensor> act_forward(const at::Tensor& x, double level
   auto y = at::empty_like(x);
   at::Tensor mask;
   if (with_mask) mask = at::empty_like(x, x.options().dtype(at::kBool));
+  if (is_bf16(x)) {
+    const uint16_t* px = bf16_in(x);
+    uint16_t* py = bf16_out(y);
+    uint8_t* pm = with_mask ? reinterpret_cast<uint8_t*>(mask.mutable_data_ptr<bool>()) : nullptr;
+    const float n = static_cast<float>(levels);
+    at::parallel_for(0, x.numel(), kGrain, [=](int64_t begin, int64_t end) {
+      lowbit::act_values_bf16(px + begin, py + begin, end - begin, n, levels > 0);
+      if (pm != nullptr) lowbit::clip_mask_bf16(px + begin, pm + begin, end - begin);
+    });
+    return {y, mask};
+  }
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "lowbit_act_forward", [&] {
     const scalar_t* px = x.const_data_ptr<scalar_t>();
     scalar_t* py = y.mutable_data_ptr<scalar_t>();
@@ -75,6 +98,15 @@ at::Tensor act_forward_out(const at::Tensor& x, double levels, at::Tensor& out) 
   check_dense(x, "x");
   check_pair(x, out);
   TORCH_CHECK(out.scalar_type() == x.scalar_type(), "out must have x's dtype");
+  if (is_bf16(x)) {
+    const uint16_t* px = bf16_in(x);
+    uint16_t* py = bf16_out(out);
+    const float n = static_cast<float>(levels);
+    at::parallel_for(0, x.numel(), kGrain, [=](int64_t begin, int64_t end) {
+      lowbit::act_values_bf16(px + begin, py + begin, end - begin, n, levels > 0);
+    });
+    return out;
+  }
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "lowbit_act_forward_out", [&] {
     const scalar_t* px = x.const_data_ptr<scalar_t>();
     scalar_t* py = out.mutable_data_ptr<scalar_t>();
@@ -92,6 +124,15 @@ at::Tensor act_backward(const at::Tensor& grad, const at::Tensor& mask) {
   check_dense(grad, "grad");
   check_pair(grad, mask);
   auto out = at::empty_like(grad);
+  if (is_bf16(grad)) {
+    const uint16_t* pg = bf16_in(grad);
+    const uint8_t* pm = reinterpret_cast<const uint8_t*>(mask.const_data_ptr<bool>());
+    uint16_t* po = bf16_out(out);
+    at::parallel_for(0, grad.numel(), kGrain, [=](int64_t begin, int64_t end) {
+      lowbit::masked_grad_bf16(pg + begin, pm + begin, po + begin, end - begin);
+    });
+    return out;
+  }
   AT_DISPATCH_FLOATING_TYPES(grad.scalar_type(), "lowbit_act_backward", [&] {
     const scalar_t* pg = grad.const_data_ptr<scalar_t>();
     const uint8_t* pm = reinterpret_cast<const uint8_t*>(mask.const_data_ptr<bool>());
@@ -108,6 +149,15 @@ at::Tensor act_backward(const at::Tensor& grad, const at::Tensor& mask) {
 at::Tensor act_backward_from_input_(at::Tensor& grad, const at::Tensor& x) {
   check_dense(grad, "grad");
   check_pair(grad, x);
+  TORCH_CHECK(grad.scalar_type() == x.scalar_type(), "grad must have x's dtype");
+  if (is_bf16(grad)) {
+    uint16_t* pg = bf16_out(grad);
+    const uint16_t* px = bf16_in(x);
+    at::parallel_for(0, grad.numel(), kGrain, [=](int64_t begin, int64_t end) {
+      lowbit::grad_from_input_bf16(pg + begin, px + begin, end - begin);
+    });
+    return grad;
+  }
   AT_DISPATCH_FLOATING_TYPES(grad.scalar_type(), "lowbit_act_backward_from_input", [&] {
     scalar_t* pg = grad.mutable_data_ptr<scalar_t>();
     const scalar_t* px = x.const_data_ptr<scalar_t>();
