@@ -6,6 +6,7 @@ The only module that imports typer. Errors a user can fix are printed as one lin
 
 from __future__ import annotations
 
+import enum
 import importlib
 import json
 import sys
@@ -16,7 +17,7 @@ from typing import Annotated, Any
 
 import typer
 
-from lowbit.config import STAGES
+from lowbit.config import QUANT_STAGES, STAGES
 from lowbit.errors import LowbitError
 
 app = typer.Typer(
@@ -68,17 +69,43 @@ SetOpt = Annotated[
 BitsOpt = Annotated[int | None, typer.Option(help="Shorthand for --w-bits N --a-bits N.")]
 WOpt = Annotated[int | None, typer.Option("--w-bits", help="Weight bit-width (2..32).")]
 AOpt = Annotated[int | None, typer.Option("--a-bits", help="Activation bit-width (2..32).")]
+
+
+class Executor(enum.StrEnum):
+    inline = "inline"
+    local = "local"
+    slurm = "slurm"
+
+
 ExecOpt = Annotated[
-    str | None, typer.Option(help="inline (in this process) | local | slurm (submitit job).")
+    Executor | None,
+    typer.Option(help="inline (in this process) | local | slurm (a submitit job)."),
 ]
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show tracebacks.")]
 
 
+def _run_stage(stage: str, params: Path, sets: list[str] | None, bits: tuple, how: tuple) -> None:
+    """Load the config (bits: (w, a) or Nones), launch, print the metrics as JSON."""
+    from lowbit.config import load_config
+    from lowbit.launch import launch
+
+    executor, debug = how
+
+    def go() -> dict[str, Any]:
+        cfg = load_config(stage, params, sets or [], *bits, executor and executor.value)
+        return launch(cfg)
+
+    metrics = guarded(debug, go)
+    shown = {k: v for k, v in (metrics or {}).items() if isinstance(v, int | float | str)}
+    typer.echo(json.dumps(shown, indent=2, default=str))
+
+
 def _make_stage_command(stage: str) -> Callable[..., None]:
+    """The command of one stage; only quantized stages take --bits / --w-bits / --a-bits."""
     module = importlib.import_module(f"lowbit.stages.{stage.replace('-', '_')}")
     doc = (module.__doc__ or stage).strip()
 
-    def command(
+    def quantized(
         params: ParamsOpt = Path("params.yaml"),
         set_: SetOpt = None,
         bits: BitsOpt = None,
@@ -87,19 +114,19 @@ def _make_stage_command(stage: str) -> Callable[..., None]:
         executor: ExecOpt = None,
         debug: DebugOpt = False,
     ) -> None:
-        from lowbit.config import load_config
-        from lowbit.launch import launch
+        w = w_bits if w_bits is not None else bits
+        a = a_bits if a_bits is not None else bits
+        _run_stage(stage, params, set_, (w, a), (executor, debug))
 
-        def go() -> dict[str, Any]:
-            w = w_bits if w_bits is not None else bits
-            a = a_bits if a_bits is not None else bits
-            cfg = load_config(stage, params, set_ or [], w, a, executor)
-            return launch(cfg)
+    def plain(
+        params: ParamsOpt = Path("params.yaml"),
+        set_: SetOpt = None,
+        executor: ExecOpt = None,
+        debug: DebugOpt = False,
+    ) -> None:
+        _run_stage(stage, params, set_, (None, None), (executor, debug))
 
-        metrics = guarded(debug, go)
-        shown = {k: v for k, v in (metrics or {}).items() if isinstance(v, int | float | str)}
-        typer.echo(json.dumps(shown, indent=2, default=str))
-
+    command = quantized if stage in QUANT_STAGES else plain
     command.__doc__ = doc
     return command
 
@@ -159,6 +186,30 @@ def bench_loader(
     from lowbit.bench.loader import run_loader_bench
 
     guarded(False, lambda: run_loader_bench(data_root=data_root, out_dir=out_dir))
+
+
+class ExportFormat(enum.StrEnum):
+    npz = "npz"
+    onnx = "onnx"
+
+
+@app.command("export")
+def export(
+    run_dir: Annotated[Path, typer.Argument(help="A quantized run, e.g. runs/distill/w2a2.")],
+    format_: Annotated[
+        ExportFormat, typer.Option("--format", help="npz: packed k-bit codes; onnx: ConvInteger.")
+    ] = ExportFormat.npz,
+    out: Annotated[Path | None, typer.Option(help="Default: <runs>/../exports/.")] = None,
+    check: Annotated[
+        bool, typer.Option(help="Audit every layer and prove agreement on the validation set.")
+    ] = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Export a trained low-bit network as an integer network (docs/export.md)."""
+    from lowbit.export.command import export_run
+
+    result = guarded(debug, lambda: export_run(run_dir, format_.value, out, check))
+    typer.echo(result.describe())
 
 
 @app.command("archive")

@@ -50,12 +50,13 @@ def master_port(job_id: str) -> int:
     return random.Random(str(job_id)).randint(*PORT_RANGE)
 
 
-def backend() -> str:
-    """nccl when this process has a GPU, gloo on the CPU."""
-    return "nccl" if torch.cuda.is_available() else "gloo"
+def backend(device: str = "auto") -> str:
+    """nccl when the stage trains on a GPU, gloo on the CPU (also on a GPU node when
+    common.device is cpu: NCCL cannot reduce CPU tensors)."""
+    return "nccl" if device != "cpu" and torch.cuda.is_available() else "gloo"
 
 
-def init(env: DistEnv, timeout_s: float = 600.0) -> None:
+def init(env: DistEnv, device: str = "auto", timeout_s: float = 600.0) -> None:
     """Join the job's process group (no-op for a single task).
 
     Also exports the torch.distributed env:// variables, so code that reads RANK /
@@ -70,12 +71,12 @@ def init(env: DistEnv, timeout_s: float = 600.0) -> None:
         WORLD_SIZE=str(env.world_size),
         LOCAL_RANK=str(env.local_rank),
     )
-    if torch.cuda.is_available():
+    if backend(device) == "nccl":
         # One GPU per task. A cluster that binds GPUs to tasks shows each task one
         # device, hence the modulo; otherwise every task sees all of the node's GPUs.
         torch.cuda.set_device(env.local_rank % torch.cuda.device_count())
     dist.init_process_group(
-        backend(),
+        backend(device),
         init_method=f"tcp://{env.master_addr}:{env.master_port}",
         rank=env.rank,
         world_size=env.world_size,
@@ -90,9 +91,9 @@ def shutdown() -> None:
 
 
 @contextlib.contextmanager
-def process_group(env: DistEnv) -> Iterator[None]:
+def process_group(env: DistEnv, device: str = "auto") -> Iterator[None]:
     """init(env) for the duration of a block; always leaves the group."""
-    init(env)
+    init(env, device)
     try:
         yield
     finally:
@@ -103,14 +104,15 @@ def world_size() -> int:
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
-def wrap(model: nn.Module, device: torch.device) -> nn.Module:
+def wrap(model: nn.Module, device: torch.device, sampled: bool = False) -> nn.Module:
     """The model in DistributedDataParallel when this process is one of several ranks.
 
     DDP averages gradients over ranks, so with per-rank batches of B the update equals
     one process's update on the global batch of B x world (BatchNorm aside: its batch
-    statistics stay per rank). find_unused_parameters is turned on only when the model
-    has quantizers with learned parameters (PACT's alpha, LSQ's step): stochastic
-    precision switches such quantizers off for whole steps, leaving them without grads.
+    statistics stay per rank). find_unused_parameters (an extra graph walk every step) is
+    turned on only where a step can leave parameters unused: stochastic precision
+    (`sampled`) switching off quantizers with learned parameters (PACT's alpha, LSQ's
+    step) for whole steps.
     """
     if world_size() == 1 or isinstance(model, nn.parallel.DistributedDataParallel):
         return model
@@ -124,7 +126,7 @@ def wrap(model: nn.Module, device: torch.device) -> nn.Module:
     if device.type == "cuda":
         ids = [device.index if device.index is not None else torch.cuda.current_device()]
     ddp = nn.parallel.DistributedDataParallel(
-        model, device_ids=ids, find_unused_parameters=_has_quantizer_params(model)
+        model, device_ids=ids, find_unused_parameters=sampled and _has_quantizer_params(model)
     )
     _WRAPPED[id(model)] = ddp
     return ddp

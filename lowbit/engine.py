@@ -40,6 +40,7 @@ class Execution:
     channels_last: bool = True
     precision: str = "fp32"
     compile: bool = False
+    sampled: bool = False  # steps may leave parameters unused (stochastic precision): DDP
 
 
 @dataclass
@@ -79,7 +80,7 @@ def make_trainee(
         model.compile()
     # Several ranks: train through DDP (gradients averaged over ranks). Checkpoints and
     # quantizer state always go through _unwrap, so their keys never depend on it.
-    model = distributed.wrap(model, device)
+    model = distributed.wrap(model, device, execution.sampled)
     opt = torch.optim.SGD(
         model.parameters(),
         lr=spec.lr,

@@ -62,6 +62,17 @@ class Profile(BaseModel):
     setup: list[str] = []  # shell lines run before the job (module load, conda activate)
 
     @model_validator(mode="after")
+    def _one_task_per_gpu(self) -> Profile:
+        # one rank per GPU: more tasks put two ranks on one GPU (NCCL fails), fewer
+        # leave GPUs the job pays for idle
+        if self.gpus_per_node and self.tasks_per_node not in (None, self.gpus_per_node):
+            raise ValueError(
+                f"tasks_per_node ({self.tasks_per_node}) must equal gpus_per_node "
+                f"({self.gpus_per_node}): lowbit runs one task per GPU; leave it unset"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _signal_before_end(self) -> Profile:
         if self.signal_delay_s >= self.time_min * 60:
             raise ValueError(
@@ -136,6 +147,15 @@ def load_profile(cfg: StageConfig) -> Profile:
         raise _profile_error(e, src, f"slurm.stages.{cfg.stage}") from None
 
 
+def job_config(cfg: StageConfig, prof: Profile) -> StageConfig:
+    """The config a job runs with: FFCV's worker threads follow the job's CPUs per task
+    unless params.yaml sets common.workers."""
+    if "workers" in cfg.common.model_fields_set:
+        return cfg
+    common = cfg.common.model_copy(update={"workers": prof.cpus_per_task})
+    return cfg.model_copy(update={"common": common})
+
+
 class StageJob(submitit.helpers.Checkpointable):
     """What a job runs, in each of its tasks: the stage inside the job's process group."""
 
@@ -145,7 +165,7 @@ class StageJob(submitit.helpers.Checkpointable):
 
     def __call__(self) -> dict[str, Any]:
         fn = self.fn or stage_function(self.cfg.stage)
-        with distributed.process_group(job_dist_env()):
+        with distributed.process_group(job_dist_env(), self.cfg.common.device):
             return fn(self.cfg)
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> submitit.helpers.DelayedSubmission:
@@ -340,7 +360,7 @@ def launch(cfg: StageConfig, fn: StageFn | None = None) -> dict[str, Any]:
     if executor == "slurm":
         check_controller()
     folder = job_folder(cfg)
-    job = submit(make_executor(cfg, prof, folder), StageJob(cfg, fn), prof)
+    job = submit(make_executor(cfg, prof, folder), StageJob(job_config(cfg, prof), fn), prof)
     print(
         f"lowbit: stage {cfg.stage} is {executor} job {job.job_id} ({prof.nodes} node(s) x "
         f"{prof.tasks} task(s), {prof.time_min} min); log: {job.task(0).paths.stderr}",

@@ -10,14 +10,14 @@ need_apt=()
 for pkg in pkg-config libopencv-dev libturbojpeg0-dev; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
-extras="dev"
+extras="dev,export"
 if [ ${#need_apt[@]} -eq 0 ]; then
-  extras="ffcv,dev"
+  extras="ffcv,dev,export"
 elif [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   echo "lowbit install: apt-get install ${need_apt[*]} (FFCV's system libraries)"
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
-  extras="ffcv,dev"
+  extras="ffcv,dev,export"
 else
   echo "lowbit install: not root, FFCV's system libraries missing (${need_apt[*]});" \
        "installing without FFCV (the plain DataLoader path). See README 'On a cluster'." >&2

@@ -13,7 +13,8 @@ full precision, ramping to the fully quantized network:
 - selection "uniform": units independently; "error": round(p * U) units drawn by
   roulette without replacement, with probability proportional to each unit's relative
   weight quantization error ||Q(W) - W_n|| / ||W_n|| (W_n: the tanh-normalised weight),
-  so high-error units spend more training time quantized.
+  so high-error units spend more training time quantized; the errors are measured at
+  each epoch's first step (one read of the device per epoch).
 - Draws come from a generator seeded by (seed, step): deterministic, resume-safe.
 - Evaluation always runs the fully quantized network (`on_epoch_end` re-enables all).
 
@@ -31,7 +32,6 @@ Example:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
@@ -124,6 +124,7 @@ class StochasticPrecision:
         self.base = [[q.enabled for q in u] for u in self.units]
         self.last_mask: torch.Tensor = torch.ones(len(self.units), dtype=torch.bool)
         self.gated = False
+        self._epoch_errors: torch.Tensor | None = None
 
     def use_gates(self) -> None:
         """Switch units by tensor value (`Quantizer.gate`) instead of the `enabled` flag:
@@ -140,17 +141,26 @@ class StochasticPrecision:
 
     @torch.no_grad()
     def unit_errors(self) -> torch.Tensor:
-        """Relative weight quantization error of each unit, shape (U,)."""
+        """Relative weight quantization error of each unit, shape (U,), on the CPU.
+
+        Computed on the weights' device and read back once (one host sync)."""
         out = []
         bits = [u[0].bits for u in self.units]
         for ws, b in zip(_unit_weights(self.model, self.unit), bits, strict=True):
-            num = den = 0.0
+            num = den = torch.zeros((), device=ws[0].device)
             for w in ws:
                 ref = quantize_weight(w, MAX_BITS)  # tanh-normalised, unrounded
-                num += float((quantize_weight(w, b) - ref).pow(2).sum())
-                den += float(ref.pow(2).sum())
-            out.append(math.sqrt(num / max(den, 1e-12)))
-        return torch.tensor(out)
+                num = num + (quantize_weight(w, b) - ref).pow(2).sum()
+                den = den + ref.pow(2).sum()
+            out.append((num / den.clamp(min=1e-12)).sqrt())
+        return torch.stack(out).cpu()
+
+    def _errors(self) -> torch.Tensor:
+        """unit_errors of this epoch: measured at its first step, so sampling reads the
+        device once per epoch, not once per step (on_epoch_end forgets them)."""
+        if self._epoch_errors is None:
+            self._epoch_errors = self.unit_errors()
+        return self._epoch_errors
 
     def sample(self, p: float, generator: torch.Generator) -> torch.Tensor:
         """Boolean mask (U,): which units are quantized this step."""
@@ -162,7 +172,7 @@ class StochasticPrecision:
         k = round(p * n)
         mask = torch.zeros(n, dtype=torch.bool)
         if k > 0:
-            err = self.unit_errors().clamp(min=1e-12)
+            err = self._errors().clamp(min=1e-12)
             mask[torch.multinomial(err / err.sum(), k, replacement=False, generator=generator)] = (
                 True
             )
@@ -183,6 +193,7 @@ class StochasticPrecision:
 
     def on_epoch_end(self) -> None:
         """Evaluation and checkpoints see the fully quantized network."""
+        self._epoch_errors = None
         for quantizers, base in zip(self.units, self.base, strict=True):
             for q, b in zip(quantizers, base, strict=True):
                 q.enabled = b

@@ -55,12 +55,20 @@ DATA_SEED_STRIDE = 1_000_003
 
 
 def device_of(cfg: StageConfig) -> torch.device:
+    """The stage's device. With several ranks each rank trains on its own GPU (the one
+    distributed.init selected), whatever index common.device names."""
     want = cfg.common.device
-    if want == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(want)
+    dev = (
+        torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if want == "auto"
+        else torch.device(want)
+    )
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"common.device is {want!r} but no CUDA device is available")
+    if dev.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed input shapes: pick the fastest conv
+        if engine.rank_world()[1] > 1:
+            return torch.device("cuda", torch.cuda.current_device())
     return dev
 
 
@@ -344,7 +352,8 @@ def _train_round(
     rnd.apply(plan.model)
     specs = round_specs(cfg, i, rnd)
     c = cfg.common
-    ex = engine.Execution(c.channels_last, c.precision, c.compile)
+    sampled = getattr(cfg.params, "sp", None) is not None
+    ex = engine.Execution(c.channels_last, c.precision, c.compile, sampled)
     trainees = [
         engine.make_trainee(n, m, specs.get(n, specs[""]), device, ex) for n, m in nets.items()
     ]
