@@ -6,11 +6,14 @@ with `torch.load(..., weights_only=True)`: loading never executes code from the 
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import pickle
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 
@@ -26,24 +29,49 @@ def _umask_mode() -> int:
     return 0o666 & ~mask
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temp file in the same folder, fsync, then rename over `path`.
+def _no_space(path: Path, need: int | None) -> CheckpointError:
+    size = f" (needs ~{need / 2**20:.0f} MB)" if need else ""
+    return CheckpointError(f"no space left on device: {path}{size}; free some space and rerun")
 
-    A crash at any point leaves either the old file or the new one, never a torn file.
-    """
+
+def atomic_write(path: Path, write: Callable[[BinaryIO], None], size: int | None = None) -> None:
+    """The one atomic writer: `write(f)` into a temp file in the same folder, fsync, then
+    rename over `path`. A crash at any point leaves either the old file or the new one,
+    never a torn file; a full disk is one clear error and leaves no temp file behind.
+    `size`: the expected bytes, quoted in that error."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        if e.errno == errno.ENOSPC:
+            raise _no_space(path, size) from None
+        raise
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, _umask_mode())  # mkstemp creates 0600 files
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if _is_enospc(e):
+            raise _no_space(path, size) from None
         raise
+
+
+def _is_enospc(e: BaseException) -> bool:
+    """ENOSPC as an OSError, or as torch.save's RuntimeError from its zip writer
+    ("unexpected pos" / "file write failed") after the disk filled up."""
+    if isinstance(e, OSError):
+        return e.errno == errno.ENOSPC
+    text = str(e)
+    return isinstance(e, RuntimeError) and ("unexpected pos" in text or "write failed" in text)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    atomic_write(path, lambda f: f.write(data), len(data))
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -56,19 +84,18 @@ def atomic_write_json(path: Path, obj: Any) -> None:
 
 def save(path: Path, state: dict[str, Any]) -> None:
     """torch.save `state` atomically (temp file + fsync + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save({"format": FORMAT, **state}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, _umask_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    tensors = sum(t.numel() * t.element_size() for t in _tensors(state))
+    atomic_write(path, lambda f: torch.save({"format": FORMAT, **state}, f), tensors)
+
+
+def _tensors(obj: Any) -> list[torch.Tensor]:
+    if isinstance(obj, torch.Tensor):
+        return [obj]
+    if isinstance(obj, dict):
+        return [t for v in obj.values() for t in _tensors(v)]
+    if isinstance(obj, list | tuple):
+        return [t for v in obj for t in _tensors(v)]
+    return []
 
 
 def load(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -78,12 +105,23 @@ def load(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        if "weights_only" in str(e) or "Weights only load failed" in str(e):
+            # torch's own advice (weights_only=False) would run the file's code: refuse
+            raise CheckpointError(
+                f"{path} holds objects lowbit will not unpickle (code, not just tensors); "
+                "it was not written by lowbit: use a checkpoint a lowbit stage wrote"
+            ) from None
+        raise CheckpointError(f"cannot read checkpoint {path}: {_first_line(e)}") from None
     except Exception as e:  # torch raises many types for truncated / foreign files
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"cannot read checkpoint {path}: {first[:200]}") from None
+        raise CheckpointError(f"cannot read checkpoint {path}: {_first_line(e)}") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a lowbit checkpoint (format {FORMAT})")
     return state
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__)[:200]
 
 
 def load_model_state(path: Path) -> dict[str, Any]:

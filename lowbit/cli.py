@@ -16,11 +16,35 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from typer._click.exceptions import UsageError  # typer 0.29 ships its own click
+from typer.core import TyperGroup
 
 from lowbit.config import QUANT_STAGES, STAGES
 from lowbit.errors import LowbitError
 
+
+class _OneLineErrors(TyperGroup):
+    """A usage error (an unknown option, a value outside an enum) is one `error:` line and
+    exit status 2, like every other error a user can fix, not a framed help panel."""
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        try:
+            rc = super().main(*args, standalone_mode=False, **kwargs)
+        except UsageError as e:
+            message = e.format_message().replace("Value error, ", "")
+            if message.strip():  # (no arguments at all: the help was printed instead)
+                typer.echo(f"error: {message}", err=True)
+            sys.exit(2)
+        except typer.Abort:
+            typer.echo("error: interrupted", err=True)
+            sys.exit(130)
+        if standalone_mode:
+            sys.exit(rc if isinstance(rc, int) else 0)
+        return rc
+
+
 app = typer.Typer(
+    cls=_OneLineErrors,
     help="Train CNNs with low-bitwidth weights and activations (Zhuang et al., TPAMI 2022).",
     no_args_is_help=True,
     add_completion=False,
@@ -162,15 +186,51 @@ def info() -> None:
 
 @bench_app.command("overhead")
 def bench_overhead(
-    quick: Annotated[bool, typer.Option(help="Tiny sizes, for a smoke run.")] = False,
-    out_dir: Annotated[Path, typer.Option(help="Where JSON + Markdown go.")] = Path(
+    quick: Annotated[
+        bool, typer.Option(help="Batch 4, 2 repetitions, memory in one process: a smoke run.")
+    ] = False,
+    out_dir: Annotated[Path, typer.Option(help="Where overhead.json + overhead.md go.")] = Path(
         "reports/bench"
     ),
+    device: Annotated[str, typer.Option(help="cpu | cuda | cuda:N | auto (CUDA if present).")] = (
+        "auto"
+    ),
+    reps: Annotated[
+        int | None, typer.Option(min=1, help="Interleaved repetitions (default 20; quick: 2).")
+    ] = None,
+    variants: Annotated[
+        str,
+        typer.Option(
+            help="Rows, comma separated: network names (fp, lowbit_w2a2, …: all their rows), "
+            "row names with wildcards ('*.compiled.*', 'lowbit_w2a2.eager.mixed'; mixed = "
+            "the device's bf16 / fp16), or all."
+        ),
+    ] = "all",
+    batch_size: Annotated[int, typer.Option(min=1, help="Images per step (quick: ≤ 4).")] = 128,
+    one_memory_process: Annotated[
+        bool,
+        typer.Option(
+            help="Measure every row's memory in one child process, not one per row: "
+            "shorter; sound on CUDA (live tensor bytes), approximate on the CPU (RSS)."
+        ),
+    ] = False,
 ) -> None:
-    """Train-step time and peak memory of quantized training vs FP and peers."""
-    from lowbit.bench.overhead import run_overhead
+    """Train-step time and peak memory of quantized training vs FP and peers: eager and
+    compiled, fp32 and mixed precision, relative to the fastest FP row."""
+    from lowbit.bench.overhead import OverheadSpec, run_overhead
+    from lowbit.bench.overhead.markdown import markdown
 
-    guarded(False, lambda: run_overhead(out_dir=out_dir, quick=quick))
+    spec = OverheadSpec(
+        device=device,
+        variants=tuple(variants.split(",")),
+        batch_size=batch_size,
+        reps=reps,
+        quick=quick,
+        one_memory_process=one_memory_process,
+    )
+    result = guarded(False, lambda: run_overhead(spec, out_dir))
+    typer.echo(markdown(result))
+    typer.echo(f"written: {out_dir / 'overhead.json'}, {out_dir / 'overhead.md'}")
 
 
 @bench_app.command("loader")

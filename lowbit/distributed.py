@@ -4,15 +4,14 @@ A job with several tasks (SLURM tasks, or local submitit tasks) runs the same st
 every task; each task joins one process group here, the engine wraps its networks in
 DistributedDataParallel, metrics are summed across ranks and only rank 0 writes.
 
-launch.py reads the rank layout from submitit's JobEnvironment and hands it over as a
-plain DistEnv, so this module never imports submitit (only launch.py does).
+launch.py reads the rank layout from submitit's TorchDistributedEnvironment and hands it
+over as a plain DistEnv, so this module never imports submitit (only launch.py does).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import random
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -20,12 +19,6 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 from torch import nn
-
-# Ports every task of a job derives alike from the job id (as submitit's
-# TorchDistributedEnvironment does), away from the well-known and ephemeral ranges.
-PORT_RANGE = (20000, 60000)
-
-_WRAPPED: dict[int, nn.parallel.DistributedDataParallel] = {}  # id(network) -> its DDP
 
 
 @dataclass(frozen=True)
@@ -41,13 +34,6 @@ class DistEnv:
     @property
     def distributed(self) -> bool:
         return self.world_size > 1
-
-
-def master_port(job_id: str) -> int:
-    """The rendezvous port of a job: MASTER_PORT if set, else derived from the job id."""
-    if os.environ.get("MASTER_PORT"):
-        return int(os.environ["MASTER_PORT"])
-    return random.Random(str(job_id)).randint(*PORT_RANGE)
 
 
 def backend(device: str = "auto") -> str:
@@ -85,7 +71,6 @@ def init(env: DistEnv, device: str = "auto", timeout_s: float = 600.0) -> None:
 
 
 def shutdown() -> None:
-    _WRAPPED.clear()
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
 
@@ -118,9 +103,10 @@ def wrap(model: nn.Module, device: torch.device, sampled: bool = False) -> nn.Mo
         return model
     # One wrapper per network for the life of the process group: a training stage makes
     # new trainees for the same network every round, and a second DDP over the same
-    # parameters would register a second set of gradient hooks.
-    cached = _WRAPPED.get(id(model))
-    if cached is not None and cached.module is model:
+    # parameters would register a second set of gradient hooks. The network keeps its
+    # wrapper (a plain attribute, not a submodule); a new process group wraps anew.
+    cached = model.__dict__.get("_lowbit_ddp")
+    if cached is not None and cached.process_group is dist.group.WORLD:
         return cached
     ids = None
     if device.type == "cuda":
@@ -128,7 +114,7 @@ def wrap(model: nn.Module, device: torch.device, sampled: bool = False) -> nn.Mo
     ddp = nn.parallel.DistributedDataParallel(
         model, device_ids=ids, find_unused_parameters=sampled and _has_quantizer_params(model)
     )
-    _WRAPPED[id(model)] = ddp
+    object.__setattr__(model, "_lowbit_ddp", ddp)  # not nn.Module's: no submodule
     return ddp
 
 

@@ -2,8 +2,8 @@
 
 A run's main network (the student) is the top level; other networks trained in the same
 run (the KD teacher, extra students) are `extra[<net>]`. Accuracies are percentages, cost
-is counted after FP pretraining (see lowbit.stages.training), the late gain and the
-convergence flag come from lowbit.convergence. Unknown keys are ignored, so results
+is counted after FP pretraining (see lowbit.training.results), the late gain and the
+convergence flag come from lowbit.training.convergence. Unknown keys are ignored, so results
 written by a later lowbit still load.
 
 Validation errors become one line naming the file and the key, e.g.
@@ -131,16 +131,22 @@ def _explain(path: Path, err: ValidationError) -> LowbitError:
     )
 
 
-def read_run_metrics(path: Path) -> RunMetrics:
-    """metrics.json → RunMetrics; any problem is one LowbitError naming the file."""
+def read_json(path: Path) -> dict[str, Any]:
+    """A JSON object from `path`; anything else is a LowbitError naming the file."""
     try:
-        raw = json.loads(Path(path).read_text())
+        obj = json.loads(Path(path).read_text())
     except (OSError, UnicodeDecodeError) as e:
         raise LowbitError(f"{path}: cannot read: {e}") from None
     except json.JSONDecodeError as e:
         raise LowbitError(f"{path}: invalid JSON: {e}") from None
-    if not isinstance(raw, dict):
-        raise LowbitError(f"{path}: expected a JSON object, got {type(raw).__name__}")
+    if not isinstance(obj, dict):
+        raise LowbitError(f"{path}: expected a JSON object, got {type(obj).__name__}")
+    return obj
+
+
+def read_run_metrics(path: Path) -> RunMetrics:
+    """metrics.json → RunMetrics; any problem is one LowbitError naming the file."""
+    raw = read_json(path)
     try:
         return RunMetrics.model_validate(raw)
     except ValidationError as e:

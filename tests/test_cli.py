@@ -32,7 +32,7 @@ def test_stage_group_help_lists_stages():
         (["stage", "direct", "--set", "common.model=vgg"], "unknown model 'vgg'"),
         (["stage", "pretrain", "--params", "nope.yaml"], "params file not found: nope.yaml"),
         (["stage", "direct", "--bits", "2"], "input stage 'prepare' has not run"),
-        (["stage", "pretrain", "--executor", "cloud"], "common.executor"),
+        (["stage", "pretrain", "--executor", "cloud"], "'cloud' is not one of 'inline'"),
     ],
 )
 def test_bad_input_is_one_clear_line_and_nonzero(tmp_path, monkeypatch, args, match):

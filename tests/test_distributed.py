@@ -81,9 +81,19 @@ def test_one_process_is_not_wrapped():
     assert not torch.distributed.is_initialized()
 
 
-def test_master_port_is_stable_per_job(monkeypatch):
+def test_rank_layout_comes_from_submitits_environment(monkeypatch):
+    """A SLURM task's layout: submitit's TorchDistributedEnvironment (the port stable per
+    job, MASTER_PORT when set), loopback on one node."""
+    from lowbit import launch
+
+    env = {"SLURM_JOB_ID": "123", "SLURM_PROCID": "1", "SLURM_LOCALID": "1",
+           "SLURM_NTASKS": "2", "SLURM_JOB_NUM_NODES": "1", "SLURM_JOB_NODELIST": "node7",
+           "SUBMITIT_EXECUTOR": "slurm"}  # fmt: skip
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
     monkeypatch.delenv("MASTER_PORT", raising=False)
-    a, b = distributed.master_port("123"), distributed.master_port("123")
-    assert a == b and distributed.PORT_RANGE[0] <= a <= distributed.PORT_RANGE[1]
+    a, b = launch.job_dist_env(), launch.job_dist_env()
+    assert (a.rank, a.local_rank, a.world_size, a.master_addr) == (1, 1, 2, "127.0.0.1")
+    assert a.master_port == b.master_port and 20000 <= a.master_port <= 60000
     monkeypatch.setenv("MASTER_PORT", "29555")
-    assert distributed.master_port("123") == 29555
+    assert launch.job_dist_env().master_port == 29555

@@ -68,7 +68,7 @@ def test_nan_on_one_rank_stops_every_rank_within_seconds(tmp_path):
 
 
 def _lock_worker(rank: int, world: int, port: int, out: str) -> None:
-    from lowbit.stages.training import _rank0_lock
+    from lowbit.training.run import _rank0_lock
 
     env = distributed.DistEnv(rank, rank, world, "127.0.0.1", port)
     with distributed.process_group(env):

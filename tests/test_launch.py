@@ -11,6 +11,7 @@ import torch
 import yaml
 
 from lowbit import launch as L
+from lowbit.config import profile as P
 from lowbit.errors import ConfigError, LowbitError
 from tests.slurm import jobs
 from tests.slurm.helpers import REPO, make_cfg
@@ -31,8 +32,8 @@ def _profile(tmp_path: Path, text: str, name: str = "mine") -> Path:
 
 def test_shipped_profiles_are_valid():
     for path in (REPO / "slurm" / "profiles").glob("*.yaml"):
-        L.Profile.model_validate(yaml.safe_load(path.read_text()))
-    ex = L.Profile.model_validate(
+        P.Profile.model_validate(yaml.safe_load(path.read_text()))
+    ex = P.Profile.model_validate(
         yaml.safe_load((REPO / "slurm/profiles/example.yaml").read_text())
     )
     assert (ex.partition, ex.gpus_per_node, ex.cpus_per_task, ex.mem_gb, ex.time_min) == (
@@ -49,29 +50,29 @@ def test_profile_found_by_name_from_a_subfolder(tmp_path):
     sub = tmp_path / "pipeline" / "cifar10"
     sub.mkdir(parents=True)
     cfg = make_cfg(sub, slurm={"profile": "mine"})
-    assert L.find_profile("mine", cfg.base_dir) == path
-    assert L.load_profile(cfg).partition == "p1"
+    assert P.find_profile("mine", cfg.base_dir) == path
+    assert P.load_profile(cfg).partition == "p1"
 
 
 def test_profile_by_relative_or_absolute_path(tmp_path):
     path = _profile(tmp_path, "partition: p2\n")
-    assert L.find_profile("slurm/profiles/mine.yaml", tmp_path) == path
-    assert L.find_profile(str(path), Path("/")) == path
+    assert P.find_profile("slurm/profiles/mine.yaml", tmp_path) == path
+    assert P.find_profile(str(path), Path("/")) == path
     with pytest.raises(ConfigError, match="nope.yaml not found"):
-        L.find_profile("nope.yaml", tmp_path)
+        P.find_profile("nope.yaml", tmp_path)
 
 
 def test_unknown_profile_lists_known_ones(tmp_path):
     _profile(tmp_path, "{}\n", "alpha")
     with pytest.raises(ConfigError, match=r"no profile 'beta'.*known profiles: .*alpha"):
-        L.find_profile("beta", tmp_path)
+        P.find_profile("beta", tmp_path)
 
 
 def test_unknown_profile_key_names_file_and_valid_keys(tmp_path):
     path = _profile(tmp_path, "partition: gpu\ngpus: 2\n")
     cfg = make_cfg(tmp_path, slurm={"profile": "mine"})
     with pytest.raises(ConfigError) as e:
-        L.load_profile(cfg)
+        P.load_profile(cfg)
     msg = str(e.value)
     assert msg.startswith(f"{path}: unknown key 'gpus'; valid keys: partition, account")
     assert "gpus_per_node" in msg and "\n" not in msg
@@ -80,41 +81,41 @@ def test_unknown_profile_key_names_file_and_valid_keys(tmp_path):
 def test_bad_profile_values(tmp_path):
     _profile(tmp_path, "time_min: 1\n")
     with pytest.raises(ConfigError, match=r"mine.yaml: time_min: .*greater than or equal to 2"):
-        L.load_profile(make_cfg(tmp_path, slurm={"profile": "mine"}))
+        P.load_profile(make_cfg(tmp_path, slurm={"profile": "mine"}))
     _profile(tmp_path, "time_min: 2\nsignal_delay_s: 120\n")
     with pytest.raises(ConfigError, match="signal_delay_s .* must be shorter than time_min"):
-        L.load_profile(make_cfg(tmp_path, slurm={"profile": "mine"}))
+        P.load_profile(make_cfg(tmp_path, slurm={"profile": "mine"}))
     _profile(tmp_path, "- a list\n")
     with pytest.raises(ConfigError, match="must be a mapping"):
-        L.load_profile(make_cfg(tmp_path, slurm={"profile": "mine"}))
+        P.load_profile(make_cfg(tmp_path, slurm={"profile": "mine"}))
 
 
 def test_stage_overrides(tmp_path):
     _profile(tmp_path, "partition: gpu\ngpus_per_node: 1\ntime_min: 60\n")
     over = {"quantize_weights": {"time_min": 120, "gpus_per_node": 4}, "pretrain": {"qos": "hi"}}
     cfg = make_cfg(tmp_path, stage="quantize-weights", slurm={"profile": "mine", "stages": over})
-    p = L.load_profile(cfg)
+    p = P.load_profile(cfg)
     assert (p.partition, p.time_min, p.gpus_per_node, p.tasks, p.qos) == ("gpu", 120, 4, 4, None)
     cfg = make_cfg(tmp_path, slurm={"profile": "mine", "stages": {"pretrain": {"gpu": 1}}})
     with pytest.raises(ConfigError, match=r"params.yaml: unknown key 'slurm.stages.pretrain.gpu'"):
-        L.load_profile(cfg)
+        P.load_profile(cfg)
     cfg = make_cfg(tmp_path, slurm={"profile": "mine", "stages": {"pretrian": {}}})
     with pytest.raises(ConfigError, match=r"slurm.stages: unknown stage 'pretrian'"):
-        L.load_profile(cfg)
+        P.load_profile(cfg)
 
 
 def test_tasks_follow_gpus_unless_set():
-    assert L.Profile().tasks == 1
-    assert L.Profile(gpus_per_node=4).tasks == 4
-    assert L.Profile(gpus_per_node=4, tasks_per_node=4).tasks == 4
-    assert L.Profile(tasks_per_node=3).tasks == 3  # CPU jobs: any number of tasks
+    assert P.Profile().tasks == 1
+    assert P.Profile(gpus_per_node=4).tasks == 4
+    assert P.Profile(gpus_per_node=4, tasks_per_node=4).tasks == 4
+    assert P.Profile(tasks_per_node=3).tasks == 3  # CPU jobs: any number of tasks
 
 
 @pytest.mark.parametrize("tasks", [1, 8])
 def test_a_gpu_profile_runs_one_task_per_gpu(tasks):
     """Two ranks on one GPU make NCCL fail; fewer ranks than GPUs leave GPUs idle."""
     with pytest.raises(ValueError, match="one task per GPU"):
-        L.Profile(gpus_per_node=4, tasks_per_node=tasks)
+        P.Profile(gpus_per_node=4, tasks_per_node=tasks)
 
 
 def test_workers_follow_the_jobs_cpus_unless_set(tmp_path):
@@ -124,13 +125,13 @@ def test_workers_follow_the_jobs_cpus_unless_set(tmp_path):
     _profile(tmp_path, "cpus_per_task: 6\n")
     path = write_params(tmp_path, slurm={"profile": "mine"}, common={"workers": 3})
     cfg = load_config("pretrain", path)
-    assert L.job_config(cfg, L.load_profile(cfg)).common.workers == 3  # set by the user
+    assert L.job_config(cfg, P.load_profile(cfg)).common.workers == 3  # set by the user
     params = yaml.safe_load(path.read_text())
     del params["common"]["workers"]
     path.write_text(yaml.safe_dump(params))
     cfg = load_config("pretrain", path)
     assert cfg.common.workers == 2  # the default, inline
-    assert L.job_config(cfg, L.load_profile(cfg)).common.workers == 6
+    assert L.job_config(cfg, P.load_profile(cfg)).common.workers == 6
 
 
 def test_cpu_device_uses_gloo_even_where_a_gpu_is(monkeypatch):

@@ -19,7 +19,7 @@ import yaml
 
 from lowbit.config import load_config
 from lowbit.stages import stage_function
-from lowbit.stages import training as training_stage
+from lowbit.training import chain as training_stage
 
 PARAMS = {
     "common": {

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 
-from lowbit.stages.training import _summary
+from lowbit.training.results import summary as _summary
 
 NAN = math.nan
 

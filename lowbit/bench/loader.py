@@ -152,11 +152,11 @@ def run_loader_bench(
                                workers=max(1, workers), format="beton")  # fmt: skip
         result["ffcv_prepare_s"] = time.perf_counter() - t0
         result["train_images"] = meta.counts["train"]
-        train, _ = build_loaders(Path(tmp) / "beton", batch_size, workers, augment="cifar",
+        train, _ = build_loaders(Path(tmp) / "beton", batch_size, workers=workers, augment="cifar",
                                  backend="ffcv")  # fmt: skip
         result["ffcv"] = _images_per_s(train, epochs)
         torch.set_num_threads(threads)
-        train, _ = build_loaders(Path(tmp) / "beton", batch_size, workers, augment="cifar",
+        train, _ = build_loaders(Path(tmp) / "beton", batch_size, workers=workers, augment="cifar",
                                  backend="torch")  # fmt: skip
         result["lowbit_torch_backend"] = _images_per_s(train, epochs)
         # The same images stored as JPEG (quality 90) in the .beton: FFCV then decodes every
@@ -166,8 +166,8 @@ def run_loader_bench(
                         train_per_class=subset, val_per_class=subset, encoding="jpeg",
                         workers=max(1, workers), format="beton")  # fmt: skip
         result["ffcv_jpeg_prepare_s"] = time.perf_counter() - t0
-        train, _ = build_loaders(Path(tmp) / "beton-jpeg", batch_size, workers, augment="cifar",
-                                 backend="ffcv")  # fmt: skip
+        train, _ = build_loaders(Path(tmp) / "beton-jpeg", batch_size, workers=workers,
+                                 augment="cifar", backend="ffcv")  # fmt: skip
         result["ffcv_jpeg"] = _images_per_s(train, epochs)
         torch.set_num_threads(threads)
         t0 = time.perf_counter()

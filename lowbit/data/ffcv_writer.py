@@ -134,13 +134,14 @@ def page_size_for(max_sample_bytes: int) -> int:
 def write_beton(
     split: Split,
     path: Path,
-    encoding: str,
-    jpeg_quality: int,
+    codec: tuple[str, int],
     workers: int,
     timeout_s: float,
     max_sample_bytes: int,
 ) -> np.ndarray:
-    """Write `split` to `path` (a temp name) -> (N, 8) per-sample stats."""
+    """Write `split` to `path` (a temp name) -> (N, 8) per-sample stats.
+    codec: (encoding "raw" | "jpeg", JPEG quality)."""
+    encoding, jpeg_quality = codec
     n = len(split)
     if n == 0:
         raise DataError(f"cannot write {path.name}: the split has no samples")

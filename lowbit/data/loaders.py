@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -116,35 +116,43 @@ def _check(batch_size: int, workers: int, augment: str, order: str, distributed:
         raise ConfigError("order='quasi_random' is not supported with distributed=True (FFCV)")
 
 
-def build_loaders(
-    data_dir: Path,
-    batch_size: int,
-    workers: int = 2,
-    device: torch.device = torch.device("cpu"),
-    seed: int = 0,
-    augment: str = "auto",
-    backend: str = "auto",
-    distributed: bool = False,
-    order: str = "random",
-    crop_size: int | None = None,
-    verify: str = "auto",
-) -> tuple[EpochLoader, EpochLoader]:
-    """(train_loader, val_loader) over a dataset written by prepare_dataset.
+@dataclass(frozen=True)
+class LoaderOptions:
+    """How a prepared dataset is read.
 
     augment: "cifar" (random crop with 4-pixel zero padding + flip), "imagenet"
-    (random-resized-crop + flip; val: resize + centre crop), "none", or "auto" (cifar
-    up to 64 px, imagenet above). crop_size: output side for imagenet / variable-size
-    data (default: 224/256 of image_size). verify: "auto" | "full" | "size" (see
-    meta.verify_files). Training drops the last partial batch; val keeps it.
-    """
-    _check(batch_size, workers, augment, order, distributed)
+    (random-resized-crop + flip; val: resize + centre crop), "none", or "auto" (cifar up
+    to 64 px, imagenet above). backend: "ffcv" | "torch" | "auto". crop_size: output
+    side for imagenet / variable-size data (default: 224/256 of image_size). verify:
+    "auto" | "full" | "size" (see meta.verify_files)."""
+
+    workers: int = 2
+    device: torch.device | str = "cpu"
+    seed: int = 0
+    augment: str = "auto"
+    backend: str = "auto"
+    distributed: bool = False
+    order: str = "random"
+    crop_size: int | None = None
+    verify: str = "auto"
+
+
+def build_loaders(
+    data_dir: Path, batch_size: int, options: LoaderOptions | None = None, **overrides: Any
+) -> tuple[EpochLoader, EpochLoader]:
+    """(train_loader, val_loader) over a dataset written by prepare_dataset; `options`
+    (or its fields as keywords): see LoaderOptions. Training drops the last partial
+    batch; val keeps it."""
+    o = replace(options or LoaderOptions(), **overrides)
+    _check(batch_size, o.workers, o.augment, o.order, o.distributed)
     data_dir = Path(data_dir)
     meta = DatasetMeta.load(data_dir)
-    verify_files(meta, data_dir, verify)
-    backend = _resolve_backend(backend, meta)
+    verify_files(meta, data_dir, o.verify)
+    backend = _resolve_backend(o.backend, meta)
+    augment = o.augment
     if augment == "auto":
         augment = "cifar" if meta.image_size <= 64 else "imagenet"
-    if meta.counts["train"] < batch_size * (dist.get_world_size() if distributed else 1):
+    if meta.counts["train"] < batch_size * (dist.get_world_size() if o.distributed else 1):
         raise DataError(
             f"{data_dir}: {meta.counts['train']} training samples are fewer than one batch "
             f"({batch_size}); training drops partial batches"
@@ -156,13 +164,13 @@ def build_loaders(
             meta=meta,
             train=train,
             batch_size=batch_size,
-            workers=workers,
-            device=torch.device(device),
-            seed=seed,
+            workers=o.workers,
+            device=torch.device(o.device),
+            seed=o.seed,
             augment=augment if train else ("none" if augment == "cifar" else augment),
-            order=order,
-            distributed=distributed,
-            size=_resolve_size(meta, augment, crop_size),
+            order=o.order,
+            distributed=o.distributed,
+            size=_resolve_size(meta, augment, o.crop_size),
         )
         loaders.append(_make_loader(spec, backend))
     return loaders[0], loaders[1]

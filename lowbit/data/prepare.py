@@ -11,7 +11,9 @@ from __future__ import annotations
 import os
 import tempfile
 import warnings
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -55,14 +57,13 @@ def _resolve_format(fmt: str) -> str:
     return fmt
 
 
-def _write_split(split: Split, path: Path, fmt: str, encoding: str, quality: int,
-                 workers: int, timeout_s: float, image_size: int) -> np.ndarray:  # fmt: skip
+def _write_split(split: Split, path: Path, fmt: str, o: PrepareOptions) -> np.ndarray:
     if fmt == "npz":
-        return write_npz(split, path, encoding, quality, timeout_s)
+        return write_npz(split, path, o.encoding, o.jpeg_quality, o.timeout_s)
     from lowbit.data.ffcv_writer import write_beton
 
-    max_bytes = image_size * image_size * 3  # a raw sample; a JPEG of it is smaller
-    return write_beton(split, path, encoding, quality, workers, timeout_s, max_bytes)
+    max_bytes = o.image_size * o.image_size * 3  # a raw sample; a JPEG of it is smaller
+    return write_beton(split, path, (o.encoding, o.jpeg_quality), o.workers, o.timeout_s, max_bytes)
 
 
 def _select(src: Source, train_per_class: int | None, val_per_class: int | None,
@@ -88,32 +89,44 @@ def _commit(out_dir: Path, temps: dict[str, Path], fmt: str, meta: DatasetMeta) 
     meta.write(out_dir)
 
 
+@dataclass(frozen=True)
+class PrepareOptions:
+    """How a source is prepared (lowbit.config.Prepare feeds it from params.yaml).
+
+    format: "beton" (FFCV), "npz" (plain numpy store for the torch backend) or "auto"
+    (beton when FFCV imports). train_per_class / val_per_class: class-balanced subsets.
+    """
+
+    image_size: int = 32
+    seed: int = 0
+    val_fraction: float = 0.2  # digits only
+    train_per_class: int | None = None
+    encoding: str = "raw"
+    jpeg_quality: int = 90
+    workers: int = 2
+    timeout_s: float = 600
+    format: str = "auto"
+    val_per_class: int | None = None
+
+
 def prepare_dataset(
     source: str,
     root: Path | None,
     out_dir: Path,
-    image_size: int = 32,
-    seed: int = 0,
-    val_fraction: float = 0.2,
-    train_per_class: int | None = None,
-    encoding: str = "raw",
-    jpeg_quality: int = 90,
-    workers: int = 2,
-    timeout_s: float = 600,
-    format: str = "auto",
-    val_per_class: int | None = None,
+    options: PrepareOptions | None = None,
+    **overrides: Any,
 ) -> DatasetMeta:
     """Read `source`, write out_dir/train.<fmt>, out_dir/val.<fmt>, then out_dir/meta.json.
 
-    format: "beton" (FFCV), "npz" (plain numpy store for the torch backend) or "auto"
-    (beton when FFCV imports). val_per_class: like train_per_class, for quick runs.
-    Raises DataError (naming the file) for a missing root, a wrong layout, an empty
-    class folder, an unreadable image or pickle, a timeout; ConfigError for bad arguments.
+    `options` (or its fields as keywords): see PrepareOptions. Raises DataError (naming
+    the file) for a missing root, a wrong layout, an empty class folder, an unreadable
+    image or pickle, a timeout; ConfigError for bad arguments.
     """
-    _check_args(source, image_size, val_fraction, encoding, jpeg_quality, format)
-    fmt = _resolve_format(format)
-    src = load_source(source, root, image_size, seed, val_fraction, encoding)
-    splits = _select(src, train_per_class, val_per_class, seed)
+    o = replace(options or PrepareOptions(), **overrides)
+    _check_args(source, o.image_size, o.val_fraction, o.encoding, o.jpeg_quality, o.format)
+    fmt = _resolve_format(o.format)
+    src = load_source(source, root, o.image_size, o.seed, o.val_fraction, o.encoding)
+    splits = _select(src, o.train_per_class, o.val_per_class, o.seed)
     for name, split in splits.items():
         if len(split) == 0:
             raise DataError(f"the {name} split of {root or source} has no images")
@@ -126,34 +139,40 @@ def prepare_dataset(
             fd, tmp = tempfile.mkstemp(prefix=f".{name}.{fmt}.", suffix=".tmp", dir=out_dir)
             os.close(fd)
             temps[name] = Path(tmp)
-            stats[name] = _write_split(split, temps[name], fmt, encoding, jpeg_quality,
-                                       workers, timeout_s, image_size)  # fmt: skip
-        mean, std = mean_std(stats["train"])
-        shapes = np.concatenate([s[:, 6:8] for s in stats.values()]).astype(int)
-        fixed = (shapes == shapes[0]).all()
-        meta = DatasetMeta(
-            source=source,
-            root=None if root is None else str(Path(root).expanduser().resolve()),
-            classes=src.classes,
-            num_classes=len(src.classes),
-            counts={n: len(s) for n, s in splits.items()},
-            mean=mean,
-            std=std,
-            image_size=image_size,
-            encoding=encoding,
-            format=fmt,
-            files={f"{n}.{fmt}": file_record(temps[n]) for n in SPLITS},
-            version=lowbit.__version__,
-            fixed_shape=[int(v) for v in shapes[0]] if fixed else None,
-            jpeg_quality=jpeg_quality,
-            seed=seed,
-            val_fraction=val_fraction if source == "digits" else None,
-            train_per_class=train_per_class,
-            ffcv_version=ffcv_version() if fmt == "beton" else None,
-            extra={"val_per_class": val_per_class} if val_per_class else {},
-        )
+            stats[name] = _write_split(split, temps[name], fmt, o)
+        meta = _meta(source, root, src.classes, splits, stats, (fmt, temps, o))
         _commit(out_dir, temps, fmt, meta)
         return meta
     finally:
         for tmp in temps.values():
             tmp.unlink(missing_ok=True)
+
+
+def _meta(source: str, root: Path | None, classes: list, splits: dict, stats: dict,
+          written: tuple) -> DatasetMeta:  # fmt: skip
+    """meta.json of a preparation: counts, normalisation, files, how it was made."""
+    fmt, temps, o = written
+    mean, std = mean_std(stats["train"])
+    shapes = np.concatenate([s[:, 6:8] for s in stats.values()]).astype(int)
+    fixed = (shapes == shapes[0]).all()
+    return DatasetMeta(
+        source=source,
+        root=None if root is None else str(Path(root).expanduser().resolve()),
+        classes=classes,
+        num_classes=len(classes),
+        counts={n: len(s) for n, s in splits.items()},
+        mean=mean,
+        std=std,
+        image_size=o.image_size,
+        encoding=o.encoding,
+        format=fmt,
+        files={f"{n}.{fmt}": file_record(temps[n]) for n in SPLITS},
+        version=lowbit.__version__,
+        fixed_shape=[int(v) for v in shapes[0]] if fixed else None,
+        jpeg_quality=o.jpeg_quality,
+        seed=o.seed,
+        val_fraction=o.val_fraction if source == "digits" else None,
+        train_per_class=o.train_per_class,
+        ffcv_version=ffcv_version() if fmt == "beton" else None,
+        extra={"val_per_class": o.val_per_class} if o.val_per_class else {},
+    )

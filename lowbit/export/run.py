@@ -1,6 +1,6 @@
 """Reading a stage's run folder (runs/<stage>/<variant>/) and choosing where exports go.
 
-A run folder holds what lowbit.stages.training._write_outputs wrote: model.pt
+A run folder holds what lowbit.training.results.write_outputs wrote: model.pt
 ({"main", "arch", "method", "nets": {name: {"model", "quant"}}}, loaded with
 weights_only=True), run.json (resolved config, provenance) and metrics.json. Exports
 never go into the runs folder: DVC manages it, and a file there would be a stage output

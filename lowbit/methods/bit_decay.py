@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from lowbit.methods.base import Context, Recipe
 from lowbit.methods.rounds import Round
 from lowbit.quant.functional import MAX_BITS, check_bits
 
@@ -66,3 +67,18 @@ def decay_rounds(
             for r, e in zip(rounds, split, strict=True)
         ]
     return rounds
+
+
+class BitDecay:
+    """Stage method of `bit-decay` and `ts-pq-kd`: the decay rounds down to the target
+    ("ts+pq" when every step quantizes weights first)."""
+
+    name = "pq"
+
+    def recipe(self, ctx: Context) -> Recipe:
+        p = ctx.cfg.params
+        rounds = decay_rounds(p.steps(), p.epochs, p.two_stage, p.total_epochs, p.step_epochs)
+        return Recipe("ts+pq" if p.two_stage else self.name, rounds)
+
+
+BIT_DECAY = BitDecay()

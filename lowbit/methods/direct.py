@@ -11,8 +11,23 @@ Example:
 
 from __future__ import annotations
 
+from lowbit.methods.base import Context, Recipe
 from lowbit.methods.rounds import Round
 
 
 def direct_rounds(w_bits: int, a_bits: int, epochs: int) -> list[Round]:
     return [Round(w_bits, a_bits, epochs, name=f"w{w_bits}a{a_bits}")]
+
+
+class Direct:
+    """The stage method of `direct` (and of `distill`, `stochastic-precision`, whose
+    add-ons do the rest): one round at the stage's bits."""
+
+    name = "direct"
+
+    def recipe(self, ctx: Context) -> Recipe:
+        p = ctx.cfg.params
+        return Recipe(self.name, direct_rounds(p.w_bits, p.a_bits, p.epochs))
+
+
+DIRECT = Direct()

@@ -32,7 +32,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from lowbit.engine import StepOut, Trainee, _unwrap, autocast, optimizer_step
+from lowbit.engine import StepOut, Trainee, autocast, optimizer_step, unwrap
+from lowbit.methods.base import Context, Recipe
 
 
 @dataclass(frozen=True)
@@ -106,14 +107,14 @@ class JointDistillation:
     ) -> None:
         self.w = weights
         self.hints = (
-            {id(_unwrap(m)): _StageOutputs(_unwrap(m)) for m in hint_models}
+            {id(unwrap(m)): _StageOutputs(unwrap(m)) for m in hint_models}
             if weights.hint_beta
             else {}
         )
 
     def _hint(self, student: nn.Module, teacher: nn.Module) -> Tensor:
-        s = self.hints[id(_unwrap(student))].outputs
-        t = self.hints[id(_unwrap(teacher))].outputs
+        s = self.hints[id(unwrap(student))].outputs
+        t = self.hints[id(unwrap(teacher))].outputs
         terms = [F.mse_loss(s[k], t[k].detach()) for k in s if k in t]
         return torch.stack(terms).sum() if terms else torch.zeros(())
 
@@ -145,3 +146,32 @@ class JointDistillation:
         optimizer_step(teacher, loss_t)
         out[teacher.name] = StepOut(loss_t.detach(), z_t.detach())
         return out
+
+
+class JointDistillationAddOn:
+    """Add-on of any quantized stage whose section sets `kd:` (the stage `distill` sets it
+    by default): an FP teacher (from pretraining, or from scratch), the extra students of
+    `students` (each at w = a bits, from pretraining), the teacher's own lr if given, and
+    the joint objective over all of them."""
+
+    name = "kd"
+
+    def recipe(self, ctx: Context) -> Recipe:
+        kd, p = ctx.cfg.params.kd, ctx.cfg.params
+        students = getattr(p, "students", [])
+        need = kd.teacher_init == "pretrain" or (students and p.init != "scratch")
+        pre = ctx.load("pretrain", "") if need else None
+        # extra students start from pretraining, unless the stage trains from scratch
+        start = pre if p.init != "scratch" else None
+        nets = {f"w{b}a{b}": ctx.build(start, b, b) for b in students}
+        nets["teacher"] = ctx.float_net(pre if kd.teacher_init == "pretrain" else None)
+        weights = KDWeights(**kd.model_dump(exclude={"teacher_lr", "teacher_init"}))
+
+        def objective(all_nets: dict[str, nn.Module]) -> JointDistillation:
+            return JointDistillation(weights, hint_models=list(all_nets.values()))
+
+        lr = {"teacher": kd.teacher_lr} if kd.teacher_lr else {}
+        return Recipe(self.name, nets=nets, lr=lr, objective=objective)
+
+
+JOINT_DISTILLATION = JointDistillationAddOn()

@@ -37,6 +37,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from lowbit.methods.base import Context, Recipe
 from lowbit.models import residual_blocks
 from lowbit.quant.convert import input_quantizer, iter_quant_layers
 from lowbit.quant.functional import MAX_BITS, quantize_weight
@@ -200,3 +201,28 @@ class StochasticPrecision:
                 if self.gated:
                     q.gate.fill_(True)  # type: ignore[union-attr]
         self.last_mask = torch.ones(len(self.units), dtype=torch.bool)
+
+
+class StochasticPrecisionAddOn:
+    """Add-on of any quantized stage whose section sets `sp:` (the stage
+    `stochastic-precision` sets it by default): one hook per student, seeded per student;
+    on compiled networks the units switch by tensor value (no recompile per step)."""
+
+    name = "sp"
+
+    def recipe(self, ctx: Context) -> Recipe:
+        sp, seed = ctx.cfg.params.sp, ctx.cfg.common.seed
+
+        def hooks(students: list[nn.Module], compiled: bool) -> list[StochasticPrecision]:
+            out = [
+                StochasticPrecision(m, sp.unit, sp.ramp, sp.ramp_fraction, sp.selection, seed + i)
+                for i, m in enumerate(students)
+            ]
+            for h in out if compiled else []:
+                h.use_gates()
+            return out
+
+        return Recipe(self.name, hooks=hooks)
+
+
+STOCHASTIC_PRECISION = StochasticPrecisionAddOn()

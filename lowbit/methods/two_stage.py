@@ -14,6 +14,7 @@ Example:
 
 from __future__ import annotations
 
+from lowbit.methods.base import Context, Recipe
 from lowbit.methods.rounds import Round
 from lowbit.quant.functional import MAX_BITS
 
@@ -34,3 +35,26 @@ def two_stage_rounds(
     w_bits: int, a_bits: int, epochs_w: int, epochs_a: int, a_mode: str = "clip"
 ) -> list[Round]:
     return [weights_round(w_bits, epochs_w, a_mode), activations_round(w_bits, a_bits, epochs_a)]
+
+
+class Weights:
+    """Stage method of `quantize-weights` (TS stage 1)."""
+
+    name = "ts"
+
+    def recipe(self, ctx: Context) -> Recipe:
+        p = ctx.cfg.params
+        return Recipe(self.name, [weights_round(p.w_bits, p.epochs, p.a_mode)])
+
+
+class Activations:
+    """Stage method of `quantize-activations` (TS stage 2, from stage 1's network)."""
+
+    name = "ts"
+
+    def recipe(self, ctx: Context) -> Recipe:
+        p = ctx.cfg.params
+        return Recipe(self.name, [activations_round(p.w_bits, p.a_bits, p.epochs)])
+
+
+TS_WEIGHTS, TS_ACTIVATIONS = Weights(), Activations()

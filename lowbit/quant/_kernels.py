@@ -189,11 +189,10 @@ def _env(values: dict[str, str]) -> Iterator[None]:
 
 
 _LOADER = ExtensionLoader()
-_forced: str | None = None  # set by use_backend(); overrides LOWBIT_KERNELS
 
 
 def requested_backend() -> str:
-    choice = _forced or os.environ.get("LOWBIT_KERNELS", "auto").strip().lower() or "auto"
+    choice = os.environ.get("LOWBIT_KERNELS", "auto").strip().lower() or "auto"
     if choice not in BACKENDS:
         raise ValueError(f"LOWBIT_KERNELS must be one of {', '.join(BACKENDS)}, got {choice!r}")
     return choice
@@ -215,18 +214,22 @@ def backend_name() -> str:
 def backend_reason() -> str:
     """Why the current backend is in use (for logs and benchmark reports)."""
     if requested_backend() == "torch":
-        return "PyTorch path forced (LOWBIT_KERNELS=torch or use_backend)"
+        return "PyTorch path forced (LOWBIT_KERNELS=torch)"
     return _LOADER.reason
 
 
 @contextlib.contextmanager
 def use_backend(name: str) -> Iterator[None]:
-    """Temporarily force "torch", "cpp" or "auto" (tests, benchmarks)."""
-    global _forced
+    """Temporarily force "torch", "cpp" or "auto" (tests, benchmarks): LOWBIT_KERNELS for
+    the duration of the block, so child processes see the same choice."""
     if name not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {name!r}")
-    old, _forced = _forced, name
+    old = os.environ.get("LOWBIT_KERNELS")
+    os.environ["LOWBIT_KERNELS"] = name
     try:
         yield
     finally:
-        _forced = old
+        if old is None:
+            os.environ.pop("LOWBIT_KERNELS", None)
+        else:
+            os.environ["LOWBIT_KERNELS"] = old

@@ -14,7 +14,6 @@ run's.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -24,7 +23,7 @@ from typing import Any
 import pandas as pd
 
 from lowbit.errors import LowbitError
-from lowbit.metrics import read_run_metrics
+from lowbit.metrics import read_json, read_run_metrics
 
 # Per-network numbers: these become the `metric` column of results.csv.
 METRICS = (
@@ -102,19 +101,6 @@ def find_metrics(runs_dir: Path, skip: Path | None = None) -> list[Path]:
     if not found:
         raise LowbitError(f"no runs found under {runs_dir}: no metrics.json in it or below it")
     return found
-
-
-def read_json(path: Path) -> dict[str, Any]:
-    """A JSON object from `path`; anything else is a LowbitError naming the file."""
-    try:
-        obj = json.loads(Path(path).read_text())
-    except (OSError, UnicodeDecodeError) as e:
-        raise LowbitError(f"{path}: cannot read: {e}") from None
-    except json.JSONDecodeError as e:
-        raise LowbitError(f"{path}: invalid JSON: {e}") from None
-    if not isinstance(obj, dict):
-        raise LowbitError(f"{path}: expected a JSON object, got {type(obj).__name__}")
-    return obj
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:

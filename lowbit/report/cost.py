@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from lowbit.convergence import LATE_GAIN_LIMIT
 from lowbit.report.tables import MISSING, bits_key, method_key, signed
+from lowbit.training.convergence import LATE_GAIN_LIMIT
 
 GROUP = ["method", "bits", "w_bits", "a_bits"]
 

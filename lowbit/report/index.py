@@ -15,44 +15,11 @@ from typing import Any
 
 import pandas as pd
 
+from lowbit.report.decisions import decisions
 from lowbit.report.plots import Plot
 from lowbit.report.reference import COLUMNS as REFERENCE_COLUMNS
 from lowbit.report.reference import PUBLISHED
 from lowbit.report.tables import MISSING, Table, to_markdown
-
-DECISIONS_PAPER = (
-    "Quantizers (DoReFa-style tanh weights, clipped activations, straight-through rounding), "
-    "the layer policy (first conv and last fc full precision), joint KD losses and the "
-    "CIFAR-100 / ImageNet recipes are the paper's (paper.md §1, §4, §5).",
-)
-DECISIONS_LOWBIT = (
-    "Stochastic precision (SP): the whole design is lowbit's: unit = layer or residual block; "
-    "each unit quantized independently with probability p(t), stepped 0.5 → 0.75 → 0.875 → 1.0 "
-    "(after Dong et al., BMVC 2017) and then held at 1; selection uniform (default) or by "
-    "quantization error; evaluation always fully quantized (paper.md §3).",
-    "Two-stage (TS): stage-1 activations are clipped to [0, 1] but not rounded (`clip`, "
-    "default; `relu` offered); stage lengths and learning rates are parameters (§2).",
-    "Progressive bit decay (PQ): the bit schedule (16, 8, 4, 2 in the paper pipelines; 8, 4, 2 "
-    "in the quick one) and the epochs per step are parameters (§2).",
-    "Joint KD feature hint: optional L2 hint at each residual stage output, weight β, off by "
-    "default (the paper's layers and weight are unconfirmed, §4).",
-    "PACT and LSQ quantizers are offered beyond the paper, behind the same interface (§1).",
-)
-DECISIONS_REPORT = (
-    "Tables show best-epoch validation accuracy, as the paper does (§5); final-epoch tables are "
-    "written too.",
-    "Δ is against lowbit's own fp network of the same model and dataset, not the paper's FP.",
-    "Several seeds: mean ± sample standard deviation (n−1), with n.",
-    "Other networks trained in a run (e.g. the KD teacher) are rows `<method>-<net>` "
-    "(e.g. `kd-teacher`), after the methods; their bit-widths are their own (32/32 for a "
-    "teacher).",
-    "budget_epochs counts network-epochs after FP pretraining: every round of TS/PQ and "
-    "both networks of KD; extra_epochs is the part beyond the final network's own epochs.",
-    f"Published peers are shown beside our rows only where model and dataset match, marked "
-    f"'{PUBLISHED}'.",
-    "metrics.json keys: `<model>/<dataset>/<bits>/<method>/top1|top5` (best-epoch, mean over "
-    "seeds; bits `w2a2`, `fp` for 32/32) and `runs`.",
-)
 
 
 @dataclass
@@ -258,18 +225,6 @@ def references(ref: pd.DataFrame) -> str:
     for c in ("top1", "top5"):
         frame[c] = frame[c].map(lambda v: MISSING if pd.isna(v) else f"{v:.1f}")
     return f"All numbers below are **{PUBLISHED}** by lowbit.\n\n{to_markdown(frame)}"
-
-
-def decisions() -> str:
-    def bullets(items: tuple[str, ...]) -> str:
-        return "\n".join(f"- {x}" for x in items) + "\n"
-
-    return (
-        f"**[paper]** (stated by the paper or its released code):\n\n{bullets(DECISIONS_PAPER)}\n"
-        "**[lowbit]** (the paper leaves these open; lowbit's choices, all parameters, values "
-        f"per run in the Configs section):\n\n{bullets(DECISIONS_LOWBIT)}\n"
-        f"**This report's conventions:**\n\n{bullets(DECISIONS_REPORT)}"
-    )
 
 
 @dataclass

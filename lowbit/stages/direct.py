@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from lowbit.config import StageConfig
-from lowbit.methods.direct import direct_rounds
-from lowbit.stages.training import run_stage
+from lowbit.methods.direct import DIRECT
+from lowbit.training.run import run_stage
 
 
 def run(cfg: StageConfig) -> dict[str, float]:
-    p = cfg.params
-    return run_stage(cfg, direct_rounds(p.w_bits, p.a_bits, p.epochs))
+    return run_stage(cfg, DIRECT)

@@ -1,13 +1,13 @@
 """Stage `distill`: joint knowledge distillation — an FP teacher trained alongside the
-low-bit student(s); the student starts from `init` (e.g. bit-decay for TS+PQ+KD)."""
+low-bit student(s): one direct round with the `kd` add-on, which the section sets by
+default; the student starts from `init` (e.g. bit-decay for PQ+KD)."""
 
 from __future__ import annotations
 
 from lowbit.config import StageConfig
-from lowbit.methods.direct import direct_rounds
-from lowbit.stages.training import run_stage
+from lowbit.methods.direct import DIRECT
+from lowbit.training.run import run_stage
 
 
 def run(cfg: StageConfig) -> dict[str, float]:
-    p = cfg.params
-    return run_stage(cfg, direct_rounds(p.w_bits, p.a_bits, p.epochs), tuple(p.students))
+    return run_stage(cfg, DIRECT)

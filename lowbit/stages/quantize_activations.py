@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from lowbit.config import StageConfig
-from lowbit.methods.two_stage import activations_round
-from lowbit.stages.training import run_stage
+from lowbit.methods.two_stage import TS_ACTIVATIONS
+from lowbit.training.run import run_stage
 
 
 def run(cfg: StageConfig) -> dict[str, float]:
-    p = cfg.params
-    return run_stage(cfg, [activations_round(p.w_bits, p.a_bits, p.epochs)])
+    return run_stage(cfg, TS_ACTIVATIONS)

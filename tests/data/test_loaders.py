@@ -256,7 +256,7 @@ from pathlib import Path
 torch.set_num_threads(2)
 from lowbit.data import build_loaders, ffcv_available
 assert ffcv_available()
-train, val = build_loaders(Path(sys.argv[1]), 64, 1, augment="cifar", backend="ffcv")
+train, val = build_loaders(Path(sys.argv[1]), 64, workers=1, augment="cifar", backend="ffcv")
 seen = [torch.get_num_threads()]
 for x, y in train:
     seen.append(torch.get_num_threads())  # the training step runs here, on these threads

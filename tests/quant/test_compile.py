@@ -42,7 +42,8 @@ def test_compiled_weight_quantizer_equals_the_reference(bits):
     out = torch.compile(lambda t: quantize_weight(t, bits), backend="inductor")(cw)
     out.backward(g)
     assert torch.equal(out, ref)
-    torch.testing.assert_close(cw.grad, ref_w.grad, rtol=1e-6, atol=1e-7)
+    # the max path sums over the tensor: another order of additions, float32 rounding
+    torch.testing.assert_close(cw.grad, ref_w.grad, rtol=1e-5, atol=1e-6)
     assert cw.grad.view(-1)[5] != 0  # the max path reaches the arg-max element
 
 
@@ -58,7 +59,10 @@ def test_compiled_activation_quantizer_equals_the_reference(bits):
     out = torch.compile(lambda t: quantize_activation(t, bits), backend="inductor")(cx)
     out.backward(g)
     assert torch.equal(out, ref)
-    assert torch.equal(cx.grad, ref_x.grad)  # STE inside [0, 1], zero outside
+    # the STE exactly: the upstream gradient inside [0, 1], zero outside (the reference's
+    # chain rule, (g / n) * n, can differ from g in the last bit)
+    assert torch.equal(cx.grad, torch.where((x >= 0) & (x <= 1), g, 0.0))
+    torch.testing.assert_close(cx.grad, ref_x.grad, rtol=2**-22, atol=0)
 
 
 def _net() -> nn.Module:

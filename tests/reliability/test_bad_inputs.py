@@ -98,6 +98,19 @@ def _foreign_checkpoint(tmp: Path, num_classes: int = 10, model: str = "resnet20
     checkpoint.save(path, state)
 
 
+class _RunsCode:
+    """A pickle that would call a function when loaded (weights_only refuses it)."""
+
+    def __reduce__(self):
+        return (os.system, ("touch PWNED",))
+
+
+def _code_pickle(tmp: Path) -> None:
+    import torch
+
+    torch.save({"format": 1, "x": _RunsCode()}, tmp / "runs" / "pretrain" / "model.pt")
+
+
 Case = tuple[str, list[str], str, Callable[[Path, Path], Path]]
 CASES: list[Case] = [
     ("bits 0", ["stage", "direct", "--bits", "0"], "bits must be in [2, 32], got 0", lambda p, t: _fresh(t)),
@@ -110,7 +123,7 @@ CASES: list[Case] = [
     ("unknown quantizer", ["stage", "direct", "--set", "common.quantizer=xnor"], "common.quantizer", lambda p, t: _fresh(t)),
     ("unknown KD loss", ["stage", "distill", "--set", "kd.loss=js"], "distill.kd.loss", lambda p, t: _fresh(t)),
     ("unknown SP unit", ["stage", "stochastic-precision", "--set", "sp.unit=channel"], "sp.unit", lambda p, t: _fresh(t)),
-    ("unknown executor", ["stage", "pretrain", "--executor", "cloud"], "common.executor", lambda p, t: _fresh(t)),
+    ("unknown executor", ["stage", "pretrain", "--executor", "cloud"], "'--executor': 'cloud' is not one of", lambda p, t: _fresh(t)),
     ("missing params", ["stage", "pretrain", "--params", "nope.yaml"], "params file not found: nope.yaml", lambda p, t: t),
     ("unreadable params", ["stage", "pretrain"], "cannot read params.yaml", lambda p, t: _params_dir(t)),
     ("invalid YAML", ["stage", "pretrain"], "invalid YAML", lambda p, t: (t / "params.yaml").write_text("a: [") and t),
@@ -136,6 +149,7 @@ CASES: list[Case] = [
     ("other class count", ["stage", "direct", "--bits", "2"], "num_classes=100", lambda p, t: (_with_data(p, t, runs=True), _foreign_checkpoint(t, 100))[0]),
     ("other model", ["stage", "direct", "--bits", "2"], "model='preresnet20'", lambda p, t: (_with_data(p, t, runs=True), _foreign_checkpoint(t, 10, "preresnet20"))[0]),
     ("non-finite loss", ["stage", "direct", "--bits", "2", "--set", "optim.lr=1e30"], "non-finite loss", lambda p, t: _with_data(p, t, runs=True)),
+    ("pickle that runs code", ["stage", "direct", "--bits", "2"], "objects lowbit will not unpickle", lambda p, t: (_with_data(p, t, runs=True), _code_pickle(t))[0]),  # and PWNED never appears
 ]  # fmt: skip
 
 
@@ -168,6 +182,37 @@ def test_output_folder_locked_by_another_running_stage(prepared, tmp_path, monke
     assert r.exit_code == 2
     assert "being written by another running stage (pid 4242)" in r.output
     assert not (repo / "runs" / "direct").exists()
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 1.6 MB tmpfs: room for the FP network (1.1 MB), not for a stage's first checkpoint."""
+    import subprocess
+
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1600k", "tmpfs", str(disk)])
+    assert mounted.returncode == 0, "the full-disk case needs root to mount a small tmpfs"
+    yield disk
+    subprocess.run(["umount", str(disk)], check=True)
+
+
+def test_full_disk_is_one_clear_line_and_leaves_nothing(
+    prepared, tmp_path, monkeypatch, small_disk
+):
+    repo = _with_data(prepared, tmp_path, runs=True)
+    shutil.copytree(repo / "runs" / "pretrain", small_disk / "pretrain")
+    monkeypatch.chdir(repo)
+    r = runner.invoke(
+        app, ["stage", "direct", "--bits", "2", "--set", f"common.runs_dir={small_disk}"]
+    )
+    errors = [ln for ln in r.output.splitlines() if ln.startswith("error: ")]
+    assert r.exit_code == 2 and len(errors) == 1, r.output
+    assert "no space left on device" in errors[0] and "MB" in errors[0], errors[0]
+    assert "enforce fail" not in r.output and "Traceback" not in r.output
+    left = [p for p in small_disk.rglob("*") if p.is_file() and "pretrain" not in p.parts]
+    assert not [p for p in left if p.name.endswith(".tmp") or p.name == "metrics.json"], left
+    assert not (small_disk / "direct").exists()
 
 
 def test_catalogue_size():

@@ -127,7 +127,7 @@ def fit_small(
 
     spec = engine.FitSpec(epochs, 0, CPU, ckpt, progress=False, on_epoch_end=on_epoch_end)
     hist = engine.fit([t], train, val, spec)
-    state = {k: v.detach().clone() for k, v in engine._unwrap(t.model).state_dict().items()}
+    state = {k: v.detach().clone() for k, v in engine.unwrap(t.model).state_dict().items()}
     blob = b"".join(v.numpy().tobytes() for v in state.values())
     return {
         "rank": engine.rank_world()[0],

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import fcntl
 import io
 import os
 import shutil
@@ -17,29 +16,31 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from filelock import FileLock, Timeout
+
 from lowbit.errors import ConfigError
 
 
 @contextlib.contextmanager
 def locked(out_dir: Path, lock: Path) -> Iterator[None]:
     """Exclusive lock on `out_dir` held through the file `lock` (kept outside the folders
-    DVC hashes), or a clear error naming the process that holds it."""
+    DVC hashes, a filelock.FileLock: flock on POSIX), or a clear error naming the process
+    that holds it (its pid, which the holder writes into the lock file)."""
     lock.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    owner = lock.read_text().strip() if lock.is_file() else ""  # before FileLock opens it
+    held = FileLock(lock, timeout=0)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            owner = Path(lock).read_text().strip() or "unknown"
-            raise ConfigError(
-                f"{out_dir} is being written by another running stage (pid {owner}); "
-                "wait for it or stop it"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, str(os.getpid()).encode())
+        held.acquire()
+    except Timeout:
+        raise ConfigError(
+            f"{out_dir} is being written by another running stage (pid {owner or 'unknown'}); "
+            "wait for it or stop it"
+        ) from None
+    try:
+        lock.write_text(str(os.getpid()))
         yield
     finally:
-        os.close(fd)
+        held.release()
 
 
 @contextlib.contextmanager

@@ -1,0 +1,87 @@
+"""The `common` block (every stage reads it), the `pipeline` block (dvc.yaml reads it)
+and the `slurm` block with the cluster profiles it names."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, field_validator
+
+from lowbit.config.base import _Strict
+from lowbit.errors import ConfigError
+from lowbit.quant.functional import check_bits
+
+
+class Common(_Strict):
+    seed: int = 0
+    dataset: Literal["digits", "cifar10", "cifar100", "imagefolder"] = "digits"
+    data_root: Path | None = None  # the source's root (not needed for digits)
+    data_dir: Path = Path("data/prepared")  # prepared .beton files
+    runs_dir: Path = Path("runs")  # stage outputs: runs/<stage>/<variant>/
+    reports_dir: Path = Path("reports")
+    # dvclive logs, <live_dir>/<stage>/<variant>/ (metrics.json, plots/metrics/*.tsv);
+    # null: no dvclive log (the per-epoch lines still go to stderr)
+    live_dir: Path | None = Path("dvclive")
+    model: str = "resnet20"
+    quantizer: Literal["dorefa", "pact", "lsq"] = "dorefa"
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    batch_size: int = Field(128, ge=1)
+    workers: int = Field(2, ge=0)
+    loader: Literal["auto", "ffcv", "torch"] = "auto"
+    augment: Literal["auto", "cifar", "imagenet", "none"] = "auto"
+    executor: Literal["inline", "local", "slurm"] = "inline"
+    progress: bool | None = None  # progress bars; null: when stdout is a terminal
+    # Residual-block outputs: "quantized" replaces the post-addition ReLU of every
+    # post-activation block but the last by the activation quantizer (the authors' code:
+    # shortcuts carry k-bit values); "fp" keeps the residual stream in full precision.
+    block_output: Literal["quantized", "fp"] = "quantized"
+    channels_last: bool = True  # NHWC tensors: faster convolutions on CUDA and the CPU
+    # Mixed precision of training and evaluation steps (autocast; GradScaler for fp16).
+    # The quantizers always compute in fp32; a bit-width the dtype cannot hold is refused.
+    precision: Literal["fp32", "fp16", "bf16"] = "fp32"
+    # torch.compile the training and evaluation steps (inductor fuses every quantizer
+    # into the ops around it, on CUDA and on the CPU); recompiles once per bit-width.
+    compile: bool = False
+
+    @field_validator("model")
+    @classmethod
+    def _known_model(cls, v: str) -> str:
+        from lowbit.models import MODELS
+
+        if v not in MODELS:
+            raise ValueError(f"unknown model {v!r}; choose one of {', '.join(MODELS)}")
+        return v
+
+
+class LongDirect(_Strict):
+    """A longer direct run (tag `long`) at some bit-widths: the equal-cost view's baseline."""
+
+    bits: list[int] = [2]
+    epochs: int = Field(24, ge=1)
+
+
+class Pipeline(_Strict):
+    """What the pipeline's dvc.yaml runs (read by DVC's templating, `${pipeline.…}`): the
+    bit-widths of its matrix stages, and optional extra runs."""
+
+    bits: list[int] = [2, 4]
+    ts_pq_kd_bits: list[int] = [2, 4]
+    long_direct: LongDirect | None = None
+
+    @field_validator("bits", "ts_pq_kd_bits")
+    @classmethod
+    def _bits(cls, v: list[int]) -> list[int]:
+        try:
+            for b in v:
+                check_bits(b, "pipeline bits")
+        except ConfigError as e:
+            raise ValueError(str(e)) from None
+        return v
+
+
+class Slurm(_Strict):
+    profile: str = "example"  # slurm/profiles/<profile>.yaml
+    folder: Path = Path("runs/.submitit")  # submitit logs and pickles
+    max_requeue: int = Field(3, ge=0)
+    stages: dict[str, dict[str, Any]] = {}  # per-stage profile overrides

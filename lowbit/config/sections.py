@@ -1,0 +1,234 @@
+"""One model per stage section of params.yaml: every tunable with its one default."""
+
+from __future__ import annotations
+
+from itertools import pairwise
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from lowbit.config.base import TRAINING_STAGES, _Strict
+from lowbit.errors import ConfigError
+from lowbit.quant.functional import check_bits
+
+
+class Prepare(_Strict):
+    image_size: int = Field(32, ge=8, le=1024)
+    val_fraction: float = Field(0.2, gt=0, lt=1)  # digits only
+    train_per_class: int | None = Field(None, ge=1)  # class-balanced training subset
+    encoding: Literal["raw", "jpeg"] = "raw"
+    jpeg_quality: int = Field(90, ge=1, le=100)
+
+
+class Optim(_Strict):
+    """One network's SGD recipe (paper §5): Nesterov, momentum 0.9, wd 1e-4, and a
+    schedule that every round of the stage runs over its own epochs (lowbit.engine.optim)."""
+
+    lr: float = Field(0.1, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    nesterov: bool = True
+    weight_decay: float = Field(1e-4, ge=0)
+    schedule: Literal["step", "cosine"] = "step"
+    # step: lr *= gamma at each milestone; a value below 1 is a fraction of the round
+    # ([0.4, 0.6]: the paper's 80 and 120 of 200), others are epochs of the round.
+    milestones: list[float] = []
+    gamma: float = Field(0.1, gt=0, le=1)
+    # Rounds after the first of a multi-round stage (PQ steps, TS inside PQ) start at
+    # lr * round_lr_scale; 1.0 trains every round with the stage's recipe (paper §5).
+    round_lr_scale: float = Field(1.0, gt=0, le=1)
+
+    @field_validator("milestones")
+    @classmethod
+    def _milestones(cls, v: list[float]) -> list[float]:
+        if any(m <= 0 or (m >= 1 and m != int(m)) for m in v):
+            raise ValueError(f"milestones must be epochs (>= 1) or fractions in (0, 1), got {v}")
+        if any(m < 1 for m in v) and any(m >= 1 for m in v):
+            raise ValueError(f"milestones mix fractions and epochs: {v}")
+        return v
+
+
+class KD(_Strict):
+    """Joint knowledge distillation (paper §4): an FP teacher trained alongside."""
+
+    temperature: float = Field(1.0, gt=0)
+    lambda_t: float = Field(1.0, ge=0)  # teacher cross-entropy
+    lambda_s: float = Field(0.7, ge=0)  # student cross-entropy
+    lambda_tkl: float = Field(0.5, ge=0)  # teacher <- students
+    lambda_skl: float = Field(0.7, ge=0)  # student <- teacher
+    loss: Literal["kl", "mse"] = "kl"
+    hint_beta: float = Field(0.0, ge=0)  # L2 hint at residual-stage outputs; 0 = off
+    teacher_lr: float | None = Field(None, gt=0)  # default: the stage's lr
+    teacher_init: Literal["pretrain", "scratch"] = "pretrain"
+
+
+class SP(_Strict):
+    """Stochastic precision (paper §3.3; the sampling design is lowbit's)."""
+
+    unit: Literal["layer", "block"] = "layer"
+    ramp: list[float] = [0.5, 0.75, 0.875, 1.0]  # p(t) steps, evenly over ramp_fraction
+    ramp_fraction: float = Field(0.5, gt=0, le=1)  # share of training spent ramping
+    selection: Literal["uniform", "error"] = "uniform"
+
+    @field_validator("ramp")
+    @classmethod
+    def _ramp(cls, v: list[float]) -> list[float]:
+        if not v:
+            raise ValueError("ramp needs at least one probability")
+        if any(not 0 <= p <= 1 for p in v):
+            raise ValueError(f"ramp probabilities must lie in [0, 1], got {v}")
+        if any(b < a for a, b in pairwise(v)) or v[-1] != 1.0:
+            raise ValueError(f"ramp must be non-decreasing and end at 1.0, got {v}")
+        return v
+
+
+class Train(_Strict):
+    """Shared by every training stage."""
+
+    epochs: int = Field(10, ge=1)
+    eval_every: int = Field(1, ge=1)  # validate every k epochs (and after the last)
+    optim: Optim = Optim()
+    kd: KD | None = None  # set to train with a jointly trained FP teacher
+    sp: SP | None = None  # set to train with stochastic precision
+
+
+class Pretrain(Train):
+    @model_validator(mode="after")
+    def _plain(self) -> Pretrain:
+        if self.kd is not None or self.sp is not None:
+            raise ValueError("pretrain trains the full-precision network: kd and sp must be null")
+        return self
+
+
+class Quantized(Train):
+    w_bits: int = 2
+    a_bits: int = 2
+    init: str = "pretrain"  # a stage name, or "scratch"
+    init_tag: str = ""  # the tag of the init stage's output, if it has one
+    # Tells apart several runs of one stage at the same bits (e.g. bit-decay alone and
+    # bit-decay with two-stage + KD): output runs/<stage>/w<w>a<a>-<tag>.
+    tag: str = Field("", pattern=r"^[a-z0-9+-]*$")
+
+    @field_validator("w_bits", "a_bits")
+    @classmethod
+    def _bits(cls, v: int) -> int:
+        try:
+            return check_bits(v)
+        except ConfigError as e:
+            raise ValueError(str(e)) from None
+
+    @field_validator("init")
+    @classmethod
+    def _init(cls, v: str) -> str:
+        if v != "scratch" and v not in TRAINING_STAGES:
+            raise ValueError(f"init must be 'scratch' or one of {', '.join(TRAINING_STAGES)}")
+        return v
+
+
+class Direct(Quantized):
+    pass
+
+
+class QuantizeWeights(Quantized):
+    # Two-stage, stage 1: activations "clip" (clipped to [0, 1], not rounded, as the
+    # authors' modules) or "relu" (activation quantizer off).
+    a_mode: Literal["clip", "relu"] = "clip"
+
+
+class QuantizeActivations(Quantized):
+    init: str = "quantize-weights"
+
+
+class BitDecay(Quantized):
+    # The decay sequence, high to low. A stage runs it down to its target bits, so one
+    # schedule serves every target of a pipeline (16,8,4,2 gives 16,8,4 for 4 bits).
+    schedule: list[int] = [8, 4, 2]
+    two_stage: bool = False  # each step quantizes weights first, then activations
+    # The paper's protocol: the final round (the target bits) trains `epochs`, the same
+    # recipe as direct; every earlier round trains `step_epochs` (default: `epochs`),
+    # an extra cost of the method.
+    step_epochs: int | None = Field(None, ge=1)
+    # Equal-cost accounting instead: split this many epochs over all the rounds as
+    # evenly as possible (the lowest bit-widths get the remainder).
+    total_epochs: int | None = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _schedule(self) -> BitDecay:
+        s = self.schedule
+        if not s:
+            raise ValueError("schedule must not be empty")
+        for b in s:
+            check_bits(b, "schedule bits")
+        if any(b >= a for a, b in pairwise(s)):
+            raise ValueError(f"schedule must be strictly decreasing, got {s}")
+        low = min(self.w_bits, self.a_bits)
+        if low not in s:
+            raise ValueError(f"schedule {s} never reaches the target bits {low}")
+        if self.step_epochs is not None and self.total_epochs is not None:
+            raise ValueError("set step_epochs (paper protocol) or total_epochs, not both")
+        return self
+
+    def steps(self) -> list[tuple[int, int]]:
+        """(w_bits, a_bits) of each decay step, ending at the target."""
+        out: list[tuple[int, int]] = []
+        for b in self.schedule:
+            step = (max(b, self.w_bits), max(b, self.a_bits))
+            if not out or out[-1] != step:
+                out.append(step)
+            if step == (self.w_bits, self.a_bits):
+                break
+        return out
+
+
+class TsPqKd(BitDecay):
+    """TS + PQ + KD, the paper's full combination: bit decay whose every step quantizes
+    weights first, then activations, with a jointly trained FP teacher."""
+
+    two_stage: bool = True
+    kd: KD | None = KD()
+
+
+class StochasticPrecision(Quantized):
+    sp: SP | None = SP()
+
+
+class Distill(Quantized):
+    kd: KD | None = KD()
+    students: list[int] = []  # extra student bit-widths trained alongside (w = a)
+
+    @model_validator(mode="after")
+    def _needs_kd(self) -> Distill:
+        if self.kd is None:
+            raise ValueError("distill needs a kd block")
+        for b in self.students:
+            check_bits(b, "students bits")
+        return self
+
+
+class Report(_Strict):
+    title: str = "lowbit report"
+    # The dataset's name in tables, figures and published-number matching (e.g. "imagenet"
+    # for an `imagefolder` source); default: each run's common.dataset.
+    dataset: str | None = None
+    # Folders of committed results of earlier seeds (`lowbit archive` writes them), read
+    # beside common.runs_dir: each result once, the live run's copy first.
+    results: list[Path] = []
+
+
+SECTIONS: dict[str, type[_Strict]] = {
+    "prepare": Prepare,
+    "pretrain": Pretrain,
+    "direct": Direct,
+    "quantize-weights": QuantizeWeights,
+    "quantize-activations": QuantizeActivations,
+    "bit-decay": BitDecay,
+    "stochastic-precision": StochasticPrecision,
+    "distill": Distill,
+    "ts-pq-kd": TsPqKd,
+    "report": Report,
+}
+
+
+def section_key(stage: str) -> str:
+    """params.yaml section name of a stage: dashes become underscores."""
+    return stage.replace("-", "_")

@@ -1,0 +1,57 @@
+"""What fit() is told (FitSpec) and what it returns (History)."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from lowbit.engine.steps import Execution
+
+
+@dataclass
+class FitSpec:
+    epochs: int
+    seed: int
+    device: torch.device
+    checkpoint: Path  # resumable state, rewritten atomically after every epoch
+    fingerprint: str = ""  # a checkpoint with another fingerprint is not resumed
+    progress: bool = True
+    # Called with each trained epoch's history row, in order.
+    on_epoch_end: Callable[[dict[str, float]], None] | None = None
+    # Called once at the start with the rows a resumed checkpoint restores ([] if none):
+    # with on_epoch_end, a log built from both equals an uninterrupted run's.
+    on_resume: Callable[[list[dict[str, float]]], None] | None = None
+    # Evaluate after every k-th epoch, after the epochs in eval_at (1-based) and always
+    # after the last; the skipped epochs' validation metrics are NaN (a CPU budget saver
+    # for large validation sets).
+    eval_every: int = 1
+    eval_at: tuple[int, ...] = ()
+    # The loader's epoch index of this round's first epoch: the epochs the run's init
+    # chain (earlier stages and rounds) has already drawn.
+    data_offset: int = 0
+    execution: Execution = field(default_factory=Execution)  # layout, precision
+
+
+@dataclass
+class History:
+    epochs: list[dict[str, float]] = field(default_factory=list)
+    wall_s: float = 0.0
+    images: int = 0
+    cpu_s: float = 0.0  # CPU seconds of this process (all threads): immune to pauses
+
+
+def seed_everything(seed: int, epoch: int = 0) -> None:
+    """Seed torch, numpy and random from (seed, epoch)."""
+    s = (seed * 1_000_003 + epoch) % (2**31 - 1)
+    random.seed(s)
+    torch.manual_seed(s)
+    try:
+        import numpy as np
+
+        np.random.seed(s)
+    except ImportError:  # pragma: no cover
+        pass

@@ -1,0 +1,20 @@
+"""FP pretraining: the full-precision network every quantized stage starts from."""
+
+from __future__ import annotations
+
+from lowbit.methods.base import Context, Recipe
+from lowbit.methods.rounds import Round
+from lowbit.quant.functional import MAX_BITS
+
+
+class FullPrecision:
+    """Stage method of `pretrain`: one round of the float network."""
+
+    name = "fp"
+
+    def recipe(self, ctx: Context) -> Recipe:
+        rounds = [Round(MAX_BITS, MAX_BITS, ctx.cfg.params.epochs, name="fp")]
+        return Recipe(self.name, rounds, fp=True)
+
+
+FULL_PRECISION = FullPrecision()

@@ -1,0 +1,156 @@
+"""A training stage's body, for every method: data, init chain, the methods' recipes,
+the rounds, outputs.
+
+A stage is a list of rounds (its stage method's) trained one after another on the same
+parameters, with whatever the add-ons its section switches on contribute (a jointly
+trained teacher, stochastic-precision hooks). Each round resumes from its own checkpoint
+under runs/.resume/<stage>/<variant>/, outside the folders DVC manages, so a killed stage
+re-run by `dvc repro` continues where it stopped; the output folder appears only when
+the stage is complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from lowbit import distributed, engine
+from lowbit.config import StageConfig
+from lowbit.errors import ConfigError
+from lowbit.methods import add_ons, combine, label
+from lowbit.methods.base import Context, Method
+from lowbit.training import chain
+from lowbit.training.convergence import eval_epochs
+from lowbit.training.live import RunLog, ensure_logging
+from lowbit.training.outputs import locked
+from lowbit.training.plan import Plan, Stream
+from lowbit.training.results import run_metrics, write_outputs
+from lowbit.training.rounds import fingerprint, progress, round_specs, warn_constant_lr
+
+
+def run_stage(cfg: StageConfig, method: Method) -> dict[str, Any]:
+    """Train a stage with `method` (its rounds) and the add-ons its section sets."""
+    device = chain.device_of(cfg)
+    train, val, meta = chain.load_data(cfg, device)
+    plan = make_plan(cfg, method, chain.arch_of(cfg, meta))
+    return train_plan(cfg, plan, (train, val, device))
+
+
+def make_plan(cfg: StageConfig, method: Method, arch: dict[str, Any]) -> Plan:
+    """The methods' recipes, combined, and the networks they train."""
+    engine.seed_everything(cfg.common.seed)  # network initialisation is part of the result
+    init = chain.student_init(cfg, arch) if cfg.stage != "pretrain" else chain.Init(None)
+    ctx = Context(
+        cfg, arch, init,
+        load=lambda stage, variant: chain.read_output(cfg, stage, variant, arch),
+        build=lambda i, w, a: chain.quantized_from(i or chain.Init(None), arch, w, a),
+        float_net=lambda i: _float_net(arch, i),
+    )  # fmt: skip
+    main = method.recipe(ctx)
+    first = main.rounds[0]
+    # the student first, then what the add-ons build (a teacher): the order networks
+    # draw their random initial weights in
+    ctx.student = _float_net(arch, None) if main.fp else ctx.build(init, first.w_bits, first.a_bits)
+    extra = [a.recipe(ctx) for a in add_ons(cfg.params)]
+    recipe = combine([main, *extra])
+    nets = {"student": ctx.student, **recipe.nets}
+    return Plan(nets, main.rounds, init, arch, recipe, label(init.method, [main, *extra]))
+
+
+def _float_net(arch: dict[str, Any], init: chain.Init | None) -> nn.Module:
+    model = chain.fresh_fp(arch)
+    if init is not None and init.state is not None:
+        model.load_state_dict(init.state)
+    return model
+
+
+@contextlib.contextmanager
+def _rank0_lock(out_dir: Path, lock: Path, rank0: bool) -> Any:
+    """Only rank 0 writes outputs, so only rank 0 takes the lock; every rank learns
+    whether it got it, so a refused lock stops all ranks at once, not rank 0 alone."""
+    with contextlib.ExitStack() as stack:
+        error = None
+        if rank0:
+            try:
+                stack.enter_context(locked(out_dir, lock))
+            except ConfigError as e:
+                error = e
+        if not distributed.all_agree(error is None):
+            raise error or ConfigError(f"{out_dir}: rank 0 could not lock the output folder")
+        yield
+
+
+def _train_round(cfg: StageConfig, plan: Plan, i: int, io: tuple, st: Stream) -> None:
+    """Train round `i` of `plan` (resuming from its checkpoint) and append its history."""
+    train, val, device = io
+    rnd, recipe, nets = plan.rounds[i], plan.recipe, plan.nets
+    rnd.apply(plan.model)
+    specs = round_specs(cfg, i, rnd, recipe.lr)
+    c = cfg.common
+    ex = engine.Execution(c.channels_last, c.precision, c.compile, recipe.hooks is not None)
+    trainees = [
+        engine.make_trainee(n, m, specs.get(n, specs[""]), device, ex) for n, m in nets.items()
+    ]
+    students = [m for n, m in nets.items() if n != "teacher"]
+    hooks = recipe.hooks(students, c.compile) if recipe.hooks is not None else []
+    spec = engine.FitSpec(
+        epochs=rnd.epochs,
+        seed=c.seed + 1000 * i,
+        device=device,
+        checkpoint=cfg.runs_dir / ".resume" / cfg.stage / (cfg.variant or "_") / f"round{i}.pt",
+        fingerprint=fingerprint(cfg, (i, rnd, st.data_epochs)),
+        progress=progress(cfg),
+        eval_every=cfg.params.eval_every,
+        eval_at=eval_epochs(rnd.epochs),
+        data_offset=st.data_epochs,
+        execution=ex,
+    )
+    objective = recipe.objective(nets) if recipe.objective is not None else None
+    offset = len(st.rows)
+    marks = {"round": i + 1, "w_bits": rnd.w_bits, "a_bits": rnd.a_bits}
+    rounds = f"{i + 1}/{len(plan.rounds)}"
+
+    def log(row: dict[str, float]) -> None:
+        st.log.epoch({**row, **marks}, offset + row["epoch"] - 1, rounds)
+
+    def restored(rows: list[dict[str, float]]) -> None:
+        for row in rows:  # a resumed round's live log replays what its checkpoint holds
+            log(row)
+
+    spec.on_epoch_end, spec.on_resume = log, restored
+    hist = engine.fit(trainees, train, val, spec, objective, hooks)
+    st.rows += [{**r, "epoch": offset + r["epoch"], **marks} for r in hist.epochs]
+    st.wall += hist.wall_s
+    st.cpu += hist.cpu_s
+    st.images += hist.images
+    st.data_epochs += rnd.epochs
+
+
+def train_plan(cfg: StageConfig, plan: Plan, io: tuple) -> dict[str, Any]:
+    """Train every round of `plan`, then write the stage's outputs. Returns metrics.
+    `io`: (train loader, val loader, device)."""
+    out_dir, device = cfg.out_dir(), io[2]
+    annealed = warn_constant_lr(cfg, plan.rounds)
+    rank0 = engine.rank_world()[0] == 0
+    ensure_logging()
+    lock = cfg.runs_dir / ".locks" / f"{cfg.stage}-{cfg.variant or 'fp'}.lock"
+    with _rank0_lock(out_dir, lock, rank0):
+        # a fresh live log, rebuilt from the checkpoints' epochs (inside the lock: a
+        # second process must not wipe the log of the one that is running)
+        log = RunLog(
+            cfg.live_dir if rank0 else None, f"{cfg.stage} {cfg.variant or 'fp'}", [*plan.nets]
+        )
+        st = Stream(log, data_epochs=plan.init.data_epochs, annealed=annealed)
+        for i in range(len(plan.rounds)):
+            _train_round(cfg, plan, i, io, st)
+        metrics = run_metrics(cfg, plan, st, plan.nets)
+        if rank0:
+            write_outputs(cfg, out_dir, plan, st.rows, metrics, device)
+            log.close(metrics)
+    if rank0:
+        shutil.rmtree(cfg.runs_dir / ".resume" / cfg.stage / (cfg.variant or "_"), True)
+    return metrics

@@ -1,0 +1,118 @@
+"""Provenance: "dirty" means the code changed, not the files a pipeline writes; a model.pt
+carries its resolved config and provenance; the resume fingerprint includes the world
+size; `lowbit show-report` renders on a terminal and stays raw when piped."""
+
+from __future__ import annotations
+
+import os
+import pty
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+import yaml
+
+from lowbit import checkpoint
+from lowbit.config import load_config
+from lowbit.provenance import dirty_files, provenance
+from lowbit.stages import stage_function
+
+BIN = Path(sys.executable).parent
+
+
+def _git(repo: Path, *args: str) -> None:
+    subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True)
+
+
+def test_files_a_pipeline_writes_do_not_make_the_code_dirty(tmp_path):
+    repo = tmp_path
+    for f in (
+        "lowbit/x.py",
+        "dvc.lock",
+        "params.yaml",
+        "runs/a/metrics.json",
+        "reports/r/README.md",
+        "dvclive/d/metrics.json",
+        "results/seed0/m.json",
+    ):
+        (repo / f).parent.mkdir(parents=True, exist_ok=True)
+        (repo / f).write_text("0\n")  # fmt: skip
+    _git(repo, "init", "-q")
+    _git(repo, "add", "-A")
+    _git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init")
+    for f in (
+        "dvc.lock",
+        "params.yaml",
+        "runs/a/metrics.json",
+        "reports/r/README.md",
+        "dvclive/d/metrics.json",
+        "results/seed0/m.json",
+    ):
+        (repo / f).write_text("1\n")  # DVC and lowbit rewrite these while a pipeline runs
+    assert dirty_files(repo) == []
+    assert provenance(repo, torch.device("cpu"), 0)["git_dirty"] is False
+    (repo / "lowbit/x.py").write_text("changed\n")
+    assert dirty_files(repo) == ["lowbit/x.py"]
+    assert provenance(repo, torch.device("cpu"), 0)["git_dirty"] is True
+
+
+PARAMS = {
+    "common": {"dataset": "digits", "batch_size": 64, "workers": 0, "loader": "torch",
+               "runs_dir": "runs", "data_dir": "data"},
+    "prepare": {"image_size": 8},
+    "pretrain": {"epochs": 1, "optim": {"lr": 0.1}},
+}  # fmt: skip
+
+
+def test_a_checkpoint_carries_its_config_and_provenance(tmp_path):
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(PARAMS))
+    for stage in ("prepare", "pretrain"):
+        stage_function(stage)(load_config(stage, tmp_path / "params.yaml"))
+    state = checkpoint.load(tmp_path / "runs" / "pretrain" / "model.pt")  # weights_only
+    assert state["config"]["pretrain"]["epochs"] == 1 and state["config"]["common"]["seed"] == 0
+    assert set(state["provenance"]) >= {"git_commit", "versions", "device", "started"}
+
+
+def test_the_resume_fingerprint_includes_the_world_size(monkeypatch, tmp_path):
+    from lowbit import engine
+    from lowbit.training import rounds
+
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(PARAMS))
+    cfg = load_config("pretrain", tmp_path / "params.yaml")
+    one = rounds.fingerprint(cfg, 0)
+    monkeypatch.setattr(engine, "rank_world", lambda: (0, 4))
+    assert rounds.fingerprint(cfg, 0) != one  # 4 ranks: another global batch
+
+
+def _report(tmp_path: Path) -> Path:
+    path = tmp_path / "README.md"
+    path.write_text("# A report\n\n| method | top-1 |\n|---|---|\n| direct | 78.6 |\n")
+    return path
+
+
+def test_show_report_is_raw_markdown_when_piped(tmp_path):
+    path = _report(tmp_path)
+    out = subprocess.run([str(BIN / "lowbit"), "show-report", str(path)], capture_output=True,
+                         text=True, check=True).stdout  # fmt: skip
+    assert out.startswith(path.read_text()) and "|---|---|" in out
+
+
+def test_show_report_is_rendered_on_a_terminal(tmp_path):
+    path = _report(tmp_path)
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: stdout is the terminal
+        os.execv(str(BIN / "lowbit"), [str(BIN / "lowbit"), "show-report", str(path)])
+    chunks = []
+    while True:
+        try:
+            data = os.read(fd, 4096)
+        except OSError:
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.waitpid(pid, 0)
+    text = b"".join(chunks).decode(errors="replace")
+    assert "A report" in text and "78.6" in text
+    assert "|---|" not in text and "# A report" not in text  # rich drew the table and heading
