@@ -65,7 +65,10 @@ def make_trainee(
         # In place: state-dict keys stay the module's own. Inductor fuses each quantizer
         # into the ops around it; a new bit-width is one recompile, an SP step none
         # (StochasticPrecision.use_gates).
-        model.compile()
+        # dynamic=False: a last partial batch gets its own static graph, so a resumed run
+        # replays the kernels of an uninterrupted one (automatic dynamic shapes would
+        # switch the full batches to a dynamic graph mid-run, with other rounding).
+        model.compile(dynamic=False)
     # Several ranks: train through DDP (gradients averaged over ranks). Checkpoints and
     # quantizer state always go through _unwrap, so their keys never depend on it.
     model = distributed.wrap(model, device, execution.sampled)

@@ -45,17 +45,34 @@ def ensure_logging() -> None:
         LOG.propagate = False
 
 
+def _live_class() -> type:
+    """dvclive's Live, also at home in a git repository that has no commit yet (`git init`,
+    `dvc init`, `dvc repro`): dvclive 3.49 reads HEAD there before it checks for commits and
+    raises; with no commit there is no experiment to link the log to, so it logs without."""
+    from dvclive import Live  # imported here: `import lowbit` stays light
+    from scmrepo.exceptions import SCMError
+
+    class _Live(Live):
+        def _init_dvc(self) -> None:
+            try:
+                super()._init_dvc()
+            except SCMError:
+                self._dvc_repo = None
+
+    return _Live
+
+
 class RunLog:
     """dvclive + log lines for one stage run; `epoch(row)` once per epoch, in order."""
 
     def __init__(self, directory: Path | None, label: str, nets: list[str]) -> None:
         self.label, self.nets, self.live = label, nets, None
         if directory is not None:
-            from dvclive import Live  # imported here: `import lowbit` stays light
-
             # dvcyaml=None: the pipeline's dvc.yaml declares these files; no experiment
             # of its own (inside `dvc exp run` DVC makes the experiment).
-            self.live = Live(str(directory), resume=False, save_dvc_exp=False, dvcyaml=None)
+            self.live = _live_class()(
+                str(directory), resume=False, save_dvc_exp=False, dvcyaml=None
+            )
 
     def epoch(self, row: dict[str, float], step: int, rounds: str) -> None:
         """Log one epoch (`row` as the engine writes it, `step` 0-based over all rounds)."""
