@@ -36,19 +36,13 @@ class QuantizedInput(nn.Module):
         return f"source={self.source!r}"
 
 
-class _QuantMixin:
-    """Shared construction from a float layer."""
+class _QuantMixin(nn.Module):
+    """Shared construction: the parent layer's arguments plus the two quantizers, and the
+    adoption of a float layer's parameters. First among the bases, so its __init__ runs
+    and hands the rest to nn.Conv2d / nn.Linear."""
 
     w_quant: Quantizer
     a_quant: Quantizer | QuantizedInput
-
-    def _attach(self, w_quant: Quantizer | None, a_quant: Quantizer | None) -> None:
-        self.w_quant = w_quant if w_quant is not None else DoReFaWeight()
-        self.a_quant = a_quant if a_quant is not None else ClipActivation()
-
-
-class QuantConv2d(nn.Conv2d, _QuantMixin):
-    """nn.Conv2d with a weight quantizer `w_quant` and an input quantizer `a_quant`."""
 
     def __init__(
         self,
@@ -58,7 +52,18 @@ class QuantConv2d(nn.Conv2d, _QuantMixin):
         **kwargs: object,
     ) -> None:
         super().__init__(*args, **kwargs)
-        self._attach(w_quant, a_quant)
+        self.w_quant = w_quant if w_quant is not None else DoReFaWeight()
+        self.a_quant = a_quant if a_quant is not None else ClipActivation()
+
+    def _adopt(self, layer: nn.Conv2d | nn.Linear) -> None:
+        """Hold `layer`'s own parameters (shared, not copied) and its train/eval mode."""
+        self.weight = layer.weight
+        self.bias = layer.bias
+        self.train(layer.training)
+
+
+class QuantConv2d(_QuantMixin, nn.Conv2d):
+    """nn.Conv2d with a weight quantizer `w_quant` and an input quantizer `a_quant`."""
 
     @classmethod
     def from_float(
@@ -80,9 +85,7 @@ class QuantConv2d(nn.Conv2d, _QuantMixin):
             w_quant=w_quant,
             a_quant=a_quant,
         )
-        q.weight = conv.weight
-        q.bias = conv.bias
-        q.train(conv.training)
+        q._adopt(conv)
         return q
 
     def forward(self, x: Tensor) -> Tensor:
@@ -106,18 +109,8 @@ class QuantConv2d(nn.Conv2d, _QuantMixin):
         )
 
 
-class QuantLinear(nn.Linear, _QuantMixin):
+class QuantLinear(_QuantMixin, nn.Linear):
     """nn.Linear with a weight quantizer `w_quant` and an input quantizer `a_quant`."""
-
-    def __init__(
-        self,
-        *args: object,
-        w_quant: Quantizer | None = None,
-        a_quant: Quantizer | None = None,
-        **kwargs: object,
-    ) -> None:
-        super().__init__(*args, **kwargs)
-        self._attach(w_quant, a_quant)
 
     @classmethod
     def from_float(
@@ -132,9 +125,7 @@ class QuantLinear(nn.Linear, _QuantMixin):
             w_quant=w_quant,
             a_quant=a_quant,
         )
-        q.weight = fc.weight
-        q.bias = fc.bias
-        q.train(fc.training)
+        q._adopt(fc)
         return q
 
     def forward(self, x: Tensor) -> Tensor:
