@@ -1,7 +1,7 @@
 """The `lowbit` command: `lowbit stage <name>`, `lowbit info`, `lowbit bench …`.
 
-The only module that imports typer. Errors a user can fix are printed as one line
-(`error: …`, exit status 2); `--debug` shows the traceback instead.
+Typer lives here, in lowbit.cli_errors (errors a user can fix are one line, `error: …`,
+exit status 2; `--debug` shows the traceback instead) and in lowbit.bench.commands.
 """
 
 from __future__ import annotations
@@ -10,41 +10,18 @@ import enum
 import importlib
 import json
 import sys
-import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from typer._click.exceptions import UsageError  # typer 0.29 ships its own click
-from typer.core import TyperGroup
 
+from lowbit.bench.commands import bench_app
+from lowbit.cli_errors import OneLineErrors, fail, guarded
 from lowbit.config import QUANT_STAGES, STAGES
-from lowbit.errors import LowbitError
-
-
-class _OneLineErrors(TyperGroup):
-    """A usage error (an unknown option, a value outside an enum) is one `error:` line and
-    exit status 2, like every other error a user can fix, not a framed help panel."""
-
-    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
-        try:
-            rc = super().main(*args, standalone_mode=False, **kwargs)
-        except UsageError as e:
-            message = e.format_message().replace("Value error, ", "")
-            if message.strip():  # (no arguments at all: the help was printed instead)
-                typer.echo(f"error: {message}", err=True)
-            sys.exit(2)
-        except typer.Abort:
-            typer.echo("error: interrupted", err=True)
-            sys.exit(130)
-        if standalone_mode:
-            sys.exit(rc if isinstance(rc, int) else 0)
-        return rc
-
 
 app = typer.Typer(
-    cls=_OneLineErrors,
+    cls=OneLineErrors,
     help="Train CNNs with low-bitwidth weights and activations (Zhuang et al., TPAMI 2022).",
     no_args_is_help=True,
     add_completion=False,
@@ -54,35 +31,8 @@ stage_app = typer.Typer(
     help="Run one pipeline stage (the same function DVC and SLURM jobs call).",
     no_args_is_help=True,
 )
-bench_app = typer.Typer(
-    help="Benchmarks that write measured numbers to reports/bench/.", no_args_is_help=True
-)
 app.add_typer(stage_app, name="stage")
 app.add_typer(bench_app, name="bench")
-
-
-def fail(message: str, code: int = 2) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code)
-
-
-def guarded(debug: bool, fn: Callable[[], Any]) -> Any:
-    """Run fn; turn user-facing errors into one line and a non-zero exit."""
-    try:
-        return fn()
-    except typer.Exit:
-        raise
-    except LowbitError as e:
-        if debug:
-            traceback.print_exc()
-        fail(str(e))
-    except KeyboardInterrupt:
-        fail("interrupted", 130)
-    except Exception as e:  # an unexpected failure: still one line unless --debug
-        if debug:
-            traceback.print_exc()
-            raise typer.Exit(1) from None
-        fail(f"{type(e).__name__}: {e} (rerun with --debug for the traceback)", 1)
 
 
 ParamsOpt = Annotated[Path, typer.Option("--params", "-p", help="params.yaml to read.")]
@@ -182,70 +132,6 @@ def info() -> None:
         )
     except ImportError:
         typer.echo("ffcv         unknown")
-
-
-@bench_app.command("overhead")
-def bench_overhead(
-    quick: Annotated[
-        bool, typer.Option(help="Batch 4, 2 repetitions, memory in one process: a smoke run.")
-    ] = False,
-    out_dir: Annotated[Path, typer.Option(help="Where overhead.json + overhead.md go.")] = Path(
-        "reports/bench"
-    ),
-    device: Annotated[str, typer.Option(help="cpu | cuda | cuda:N | auto (CUDA if present).")] = (
-        "auto"
-    ),
-    reps: Annotated[
-        int | None, typer.Option(min=1, help="Interleaved repetitions (default 20; quick: 2).")
-    ] = None,
-    variants: Annotated[
-        str,
-        typer.Option(
-            help="Rows, comma separated: network names (fp, lowbit_w2a2, …: all their rows), "
-            "row names with wildcards ('*.compiled.*', 'lowbit_w2a2.eager.mixed'; mixed = "
-            "the device's bf16 / fp16), or all."
-        ),
-    ] = "all",
-    batch_size: Annotated[int, typer.Option(min=1, help="Images per step (quick: ≤ 4).")] = 128,
-    one_memory_process: Annotated[
-        bool,
-        typer.Option(
-            help="Measure every row's memory in one child process, not one per row: "
-            "shorter; sound on CUDA (live tensor bytes), approximate on the CPU (RSS)."
-        ),
-    ] = False,
-) -> None:
-    """Train-step time and peak memory of quantized training vs FP and peers: eager and
-    compiled, fp32 and mixed precision, relative to the fastest FP row."""
-    from lowbit.bench.overhead import OverheadSpec, run_overhead
-    from lowbit.bench.overhead.markdown import markdown
-
-    spec = OverheadSpec(
-        device=device,
-        variants=tuple(variants.split(",")),
-        batch_size=batch_size,
-        reps=reps,
-        quick=quick,
-        one_memory_process=one_memory_process,
-    )
-    result = guarded(False, lambda: run_overhead(spec, out_dir))
-    typer.echo(markdown(result))
-    typer.echo(f"written: {out_dir / 'overhead.json'}, {out_dir / 'overhead.md'}")
-
-
-@bench_app.command("loader")
-def bench_loader(
-    data_root: Annotated[
-        Path, typer.Option(help="CIFAR-10 JPEG zips (train.zip, test.zip).")
-    ] = Path("../shared/data/cifar10"),
-    out_dir: Annotated[Path, typer.Option(help="Where JSON + Markdown go.")] = Path(
-        "reports/bench"
-    ),
-) -> None:
-    """Images/s of the FFCV loader vs torchvision ImageFolder + DataLoader."""
-    from lowbit.bench.loader import run_loader_bench
-
-    guarded(False, lambda: run_loader_bench(data_root=data_root, out_dir=out_dir))
 
 
 class ExportFormat(enum.StrEnum):
