@@ -1,7 +1,7 @@
 """The `lowbit` command: `lowbit stage <name>`, `lowbit info`, `lowbit bench …`.
 
-Typer lives here, in lowbit.cli_errors (errors a user can fix are one line, `error: …`,
-exit status 2; `--debug` shows the traceback instead) and in lowbit.bench.commands.
+The only package that imports typer: this app, `errors` (an error a user can fix is one
+line, `error: …`, exit status 2; `--debug` shows the traceback instead) and `bench`.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from typing import Annotated, Any
 
 import typer
 
-from lowbit.bench.commands import bench_app
-from lowbit.cli_errors import OneLineErrors, fail, guarded
+from lowbit.cli.bench import bench_app
+from lowbit.cli.errors import OneLineErrors, fail, guarded
 from lowbit.config import QUANT_STAGES, STAGES
 
 app = typer.Typer(
@@ -205,7 +205,3 @@ def show_report(
 
 def main() -> None:  # pragma: no cover
     app()
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

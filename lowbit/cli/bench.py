@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from lowbit.cli_errors import guarded
+from lowbit.cli.errors import guarded
 
 bench_app = typer.Typer(
     help="Benchmarks that write measured numbers to reports/bench/.", no_args_is_help=True
