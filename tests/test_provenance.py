@@ -25,31 +25,27 @@ def _git(repo: Path, *args: str) -> None:
     subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True)
 
 
+# Files DVC and lowbit rewrite while a pipeline runs (none of them is code)
+PIPELINE_WRITES = (
+    "dvc.lock",
+    "params.yaml",
+    "runs/a/metrics.json",
+    "reports/r/README.md",
+    "dvclive/d/metrics.json",
+    "results/seed0/m.json",
+)
+
+
 def test_files_a_pipeline_writes_do_not_make_the_code_dirty(tmp_path):
     repo = tmp_path
-    for f in (
-        "lowbit/x.py",
-        "dvc.lock",
-        "params.yaml",
-        "runs/a/metrics.json",
-        "reports/r/README.md",
-        "dvclive/d/metrics.json",
-        "results/seed0/m.json",
-    ):
+    for f in ("lowbit/x.py", *PIPELINE_WRITES):
         (repo / f).parent.mkdir(parents=True, exist_ok=True)
         (repo / f).write_text("0\n")  # fmt: skip
     _git(repo, "init", "-q")
     _git(repo, "add", "-A")
     _git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init")
-    for f in (
-        "dvc.lock",
-        "params.yaml",
-        "runs/a/metrics.json",
-        "reports/r/README.md",
-        "dvclive/d/metrics.json",
-        "results/seed0/m.json",
-    ):
-        (repo / f).write_text("1\n")  # DVC and lowbit rewrite these while a pipeline runs
+    for f in PIPELINE_WRITES:
+        (repo / f).write_text("1\n")
     assert dirty_files(repo) == []
     assert provenance(repo, torch.device("cpu"), 0)["git_dirty"] is False
     (repo / "lowbit/x.py").write_text("changed\n")
