@@ -213,6 +213,9 @@ class Report(_Strict):
     # Folders of committed results of earlier seeds (`lowbit archive` writes them), read
     # beside common.runs_dir: each result once, the live run's copy first.
     results: list[Path] = []
+    # A Markdown file shown at the end of the report's Accounting section: how the study
+    # was sized (subset, epochs, eval cadence) and why. Relative to params.yaml.
+    notes: Path | None = None
 
 
 SECTIONS: dict[str, type[_Strict]] = {

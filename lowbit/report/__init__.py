@@ -23,6 +23,7 @@ def build_report(
     reference_dir: Path | None = DEFAULT_REFERENCE_DIR,
     title: str = "lowbit report",
     dataset: str | None = None,
+    notes: Path | None = None,
 ) -> dict[str, float]:
     """Collect every run under runs_dir (or several folders: the live runs, then committed
     results of earlier seeds, each result once, the first folder's copy); write tables,
@@ -33,8 +34,9 @@ def build_report(
     message names the file). reference_dir=None shows no published numbers. dataset, when
     given, names the data of every run (an `imagefolder` run is then "imagenet", say), so
     tables are titled by it and published numbers of that dataset appear beside ours.
+    notes, a Markdown file, ends the report's Accounting section (how the study was sized).
     """
     from lowbit.report.build import build  # lazy: pandas and friends load only when used
 
     dirs = [Path(runs_dir)] if isinstance(runs_dir, str | Path) else [Path(d) for d in runs_dir]
-    return build(dirs, Path(out_dir), reference_dir, title, dataset)
+    return build(dirs, Path(out_dir), reference_dir, title, dataset, notes)

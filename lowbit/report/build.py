@@ -142,6 +142,7 @@ def build(
     reference_dir: Path | None,
     title: str,
     dataset: str | None = None,
+    notes: Path | None = None,
 ) -> dict[str, float]:
     """See lowbit.report.build_report."""
     col = collect(runs_dir, skip=out_dir / "metrics.json", relative_to=out_dir)
@@ -155,7 +156,7 @@ def build(
     files = _data_files(col, agg["best"], out_dir)
     summary: dict = {**summary_metrics(agg["best"]), "runs": len(col.runs)}
     files["flat summary for `dvc metrics show`"] = out_dir / "metrics.json"
-    parts = index.Parts(title, runs_dir, col.runs, sections, curves, ref, files)
+    parts = index.Parts(title, runs_dir, col.runs, sections, curves, ref, files, notes)
     readme = index.render(parts, out_dir)
     written = {p.resolve() for s in sections for t in s.tables for p in t[1:]}
     written |= {s.results[1].resolve() for s in sections} | {

@@ -89,17 +89,23 @@ def bits_label(w_bits: int, a_bits: int) -> str:
     return "FP" if (w_bits, a_bits) == (32, 32) else f"W{w_bits}A{a_bits}"
 
 
-def find_metrics(runs_dir: Path, skip: Path | None = None) -> list[Path]:
-    """Every metrics.json under runs_dir, sorted, except the file `skip` (the report's own
-    summary, out_dir/metrics.json, when out_dir lies inside runs_dir)."""
-    runs_dir = Path(runs_dir)
-    if not runs_dir.is_dir():
-        raise LowbitError(f"runs folder not found: {runs_dir}")
-    found = sorted(runs_dir.rglob("metrics.json"))
-    if skip is not None:
-        found = [p for p in found if p.resolve() != Path(skip).resolve()]
-    if not found:
-        raise LowbitError(f"no runs found under {runs_dir}: no metrics.json in it or below it")
+def find_metrics(runs_dir: Path | Sequence[Path], skip: Path | None = None) -> list[list[Path]]:
+    """Every metrics.json under each folder (one folder or several), sorted, except the file
+    `skip` (the report's own summary, out_dir/metrics.json, when out_dir lies inside a runs
+    folder). A folder may be absent or empty (a fresh clone has committed results but no
+    live runs) as long as one of them holds runs."""
+    sources = [Path(runs_dir)] if isinstance(runs_dir, str | Path) else [Path(d) for d in runs_dir]
+    where = ", ".join(str(s) for s in sources)
+    if not any(s.is_dir() for s in sources):
+        raise LowbitError(f"runs folder not found: {where} (run the pipeline first)")
+    found = []
+    for source in sources:
+        paths = sorted(source.rglob("metrics.json")) if source.is_dir() else []
+        if skip is not None:
+            paths = [p for p in paths if p.resolve() != Path(skip).resolve()]
+        found.append(paths)
+    if not any(found):
+        raise LowbitError(f"no runs found under {where}: no metrics.json in it or below it")
     return found
 
 
@@ -174,12 +180,7 @@ def collect(
     when given, so committed tables name no path of the machine that made them."""
     sources = [Path(runs_dir)] if isinstance(runs_dir, str | Path) else [Path(d) for d in runs_dir]
     net_rows, run_rows, seen = [], [], set()
-    for i, source in enumerate(sources):
-        # the first folder must hold runs; later ones (committed results) may be absent
-        if i == 0:
-            found = find_metrics(source, skip)
-        else:
-            found = sorted(source.rglob("metrics.json")) if source.is_dir() else []
+    for source, found in zip(sources, find_metrics(sources, skip), strict=True):
         mine = set()
         for path in found:
             run_dir = path.parent
@@ -204,8 +205,8 @@ def collect(
 
 
 def read_history(run_dir: Path) -> pd.DataFrame | None:
-    """history.csv → long curves (net, step, epoch, round, val_top1, train_loss), None if
-    absent.
+    """history.csv → long curves (net, step, epoch, round, w_bits, a_bits, val_top1,
+    train_loss), None if absent.
 
     `step` is the epoch when epochs increase; multi-round stages (TS, PQ) may restart the
     count each round, and then `step` counts rows (epochs over all rounds) instead.
@@ -230,5 +231,7 @@ def read_history(run_dir: Path) -> pd.DataFrame | None:
         part = raw[list(cols)].rename(columns=cols).apply(pd.to_numeric, errors="coerce")
         rnd = pd.to_numeric(raw["round"], errors="coerce") if "round" in raw else 1
         part = part.assign(net=prefix.rstrip("/") or "main", step=step, epoch=epoch, round=rnd)
+        for c in ("w_bits", "a_bits"):  # the round's bit-widths, to label its start
+            part[c] = pd.to_numeric(raw[c], errors="coerce") if c in raw else float("nan")
         parts.append(part)
     return pd.concat(parts, ignore_index=True) if parts else None

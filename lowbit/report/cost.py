@@ -3,7 +3,8 @@
 The paper's comparison (paper.md §5): every method's final-precision network trains with
 direct's recipe; TS stage 1, PQ's earlier rounds and the KD teacher are extra cost. The
 results table therefore shows, per method and bit-width, the accuracy over seeds next to
-what it cost (network-epochs after FP pretraining, and training seconds) and whether each
+what it cost (network-epochs after FP pretraining, and training seconds: wall-clock and
+CPU, all threads) and whether each
 seed converged. The equal-cost view, a second table and not the paper's comparison, sets
 each method beside the direct run of the same bits that spent at least as much.
 """
@@ -69,7 +70,8 @@ def results_table(nets: pd.DataFrame, model: str, dataset: str) -> pd.DataFrame:
                 "late gain": _pm(grp.get("late_gain", pd.Series(dtype=float)), 2),
                 "cost (net-epochs)": _pm(grp["budget_epochs"], 0),
                 "of which extra": _pm(grp.get("extra_epochs", pd.Series(dtype=float)), 0),
-                "cost (s)": _pm(grp.get("cost_s", grp["wall_s"]), 0),
+                "cost (wall s)": _pm(grp.get("cost_s", grp["wall_s"]), 0),
+                "cost (CPU s)": _pm(grp.get("cost_cpu_s", pd.Series(dtype=float)), 0),
                 "flags": ", ".join(flags),
             }
         )

@@ -15,6 +15,7 @@ from typing import Any
 
 import pandas as pd
 
+from lowbit.report import accounting
 from lowbit.report.decisions import decisions
 from lowbit.report.plots import Plot
 from lowbit.report.reference import COLUMNS as REFERENCE_COLUMNS
@@ -108,7 +109,8 @@ RESULTS_INTRO = (
     "recipe; TS stage 1, PQ's earlier rounds and the KD teacher are extra cost. Cost counts "
     "network-epochs after FP pretraining (every round, every network: a student trained E "
     "epochs beside its teacher costs 2E; *of which extra*: beyond the final network's own "
-    "epochs) and training seconds on the run's device. A seed is *converged* when its top-1 "
+    "epochs) and training seconds on the run's device, wall-clock and CPU (all threads). "
+    "A seed is *converged* when its top-1 "
     "gained at most the limit over the last quarter of its final round (*late gain*, "
     "points); a claim resting on a seed that did not is flagged. Mean ± sd over seeds."
 )
@@ -238,6 +240,7 @@ class Parts:
     curves: list[Plot]
     ref: pd.DataFrame
     files: dict[str, Path]  # description → path of the data files (results.csv, ...)
+    notes: Path | None = None  # Markdown ending the Accounting section
 
 
 def render(parts: Parts, out_dir: Path) -> str:
@@ -251,6 +254,7 @@ def render(parts: Parts, out_dir: Path) -> str:
         "## Provenance\n",
         provenance(parts.runs),
         *(section(sec, out_dir) for sec in parts.sections),
+        accounting.render(parts.runs, parts.notes),
         "## Training curves\n",
         *(f"### {p.title}\n\n{_plot_md(p, out_dir)}" for p in parts.curves),
         "" if parts.curves else "No history.csv was found.\n",

@@ -191,19 +191,35 @@ def _label(w: Any, a: Any) -> str:
     return bits_label(int(w), int(a))
 
 
-def _round_starts(run: pd.DataFrame) -> list[float]:
-    """Steps at which a run's round changes (its bit-width), from its main network rows."""
+def _round_starts(run: pd.DataFrame) -> list[tuple[float, str]]:
+    """(step, bits label) where a run's round changes, from its main network rows; the
+    label ("W4A4") is the new round's bit-width, "" when the history does not record it."""
     main = run[run["net"] == "main"].sort_values("step")
     if "round" not in main or main["round"].nunique() < 2:
         return []
     change = main["round"].ne(main["round"].shift()) & main["round"].shift().notna()
-    return [float(s) - 0.5 for s in main.loc[change, "step"]]
+    bits = [(r.get("w_bits"), r.get("a_bits")) for _, r in main[change].iterrows()]
+    labels = ["" if pd.isna(w) or pd.isna(a) else _label(w, a) for w, a in bits]
+    return [(float(s) - 0.5, t) for s, t in zip(main.loc[change, "step"], labels, strict=True)]
+
+
+def _mark_rounds(ax, hist: pd.DataFrame, colors: dict, labels: bool) -> None:
+    """A dotted line at every round start of every run; with `labels`, each distinct
+    (step, bits) once, written along the top of the panel."""
+    seen = set()
+    for run, grp in hist.groupby("run", sort=False):
+        for x, label in _round_starts(grp):
+            ax.axvline(x, color=colors[run], linestyle=":", linewidth=1.0, alpha=0.8)
+            if labels and label and (x, label) not in seen:
+                seen.add((x, label))
+                ax.text(x, 0.98, f" {label}", transform=ax.get_xaxis_transform(),
+                        rotation=90, va="top", ha="left", fontsize=7, color="0.3")  # fmt: skip
 
 
 def training_curves(hist: pd.DataFrame, title: str, out_dir: Path, name: str) -> Plot | None:
     """Validation top-1 (%) and training loss against epoch, one line per run and network
-    (`hist`: columns run, net, step, round, val_top1, train_loss; see collect.read_history),
-    round boundaries marked."""
+    (`hist`: columns run, net, step, round, w_bits, a_bits, val_top1, train_loss; see
+    collect.read_history), round boundaries marked and labelled with the new bit-width."""
     import seaborn as sns
 
     if hist.empty:
@@ -229,9 +245,7 @@ def training_curves(hist: pd.DataFrame, title: str, out_dir: Path, name: str) ->
                     legend=i == 1,
                     ax=ax,
                 )
-            for run, grp in hist.groupby("run", sort=False):
-                for x in _round_starts(grp):
-                    ax.axvline(x, color=colors[run], linestyle=":", linewidth=1.0, alpha=0.8)
+            _mark_rounds(ax, hist, colors, labels=i == 0)
             ax.set(xlabel="epoch (over all rounds)", ylabel=ylabel, title=ylabel)
         _legend_outside(axes[1])
         fig.suptitle(title)

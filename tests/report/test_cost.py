@@ -30,7 +30,8 @@ RUNS = [  # folder, stage, method, seed, best top-1, budget, extra, cost_s, late
 def _write(root: Path) -> Path:
     for name, stage, method, seed, top1, budget, extra, cost, gain, tag in RUNS:
         write_run(root, name, stage=stage, method=method, seed=seed, best_top1=top1,
-                  budget_epochs=budget, extra_epochs=extra, cost_s=cost, late_gain=gain,
+                  budget_epochs=budget, extra_epochs=extra, cost_s=cost, cost_cpu_s=2 * cost,
+                  late_gain=gain,
                   converged=gain <= 1.0, tag=tag, history=False)  # fmt: skip
     return root
 
@@ -39,7 +40,9 @@ def test_results_table_puts_cost_and_convergence_beside_each_result(tmp_path: Pa
     nets = collect(_write(tmp_path / "runs")).nets
     t = results_table(nets, "resnet20", "digits").set_index("method")
     assert t.loc["direct", "seeds"] == 2 and t.loc["direct", "best top-1"] == "51.0 ± 1.4"
-    assert t.loc["direct", "cost (net-epochs)"] == "12" and t.loc["direct", "cost (s)"] == "105 ± 7"
+    assert t.loc["direct", "cost (net-epochs)"] == "12"
+    assert t.loc["direct", "cost (wall s)"] == "105 ± 7"
+    assert t.loc["direct", "cost (CPU s)"] == "210 ± 14"  # both threads busy
     assert t.loc["ts", "of which extra"] == "3"
     assert t.loc["ts", "converged (gain ≤ 1)"] == "1/2 (not: seed 1 +2.5)"
     assert t.loc["direct (long)", "cost (net-epochs)"] == "24"  # a tagged run is its own row

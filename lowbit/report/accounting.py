@@ -1,0 +1,100 @@
+"""The report's accounting: what the study cost, per seed and in all, and how fast it trained.
+
+A run's own cost is its network-epochs (epochs × networks trained at once: a KD student
+beside its teacher is 2 per epoch) and its seconds, wall-clock and CPU (all threads of the
+process). Costs are summed over each run's *own* numbers, never `cost_s`/`budget_epochs`,
+which add the run it starts from (TS stage 1, say) and would count that run twice.
+
+Wall and CPU seconds are measured on the machine as it was: a run that shared its cores
+with other work shows more of both (spinning threads burn CPU too), so network-epochs are
+the measure that is the same on any machine; the throughput table's best figure is the
+closest to an uncontended one.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from lowbit.report.tables import MISSING, to_markdown
+
+KINDS = {
+    "fp": "full precision, one network",
+    "one": "low-bit, one network",
+    "two": "low-bit student + FP teacher",
+}
+
+
+def _own(runs: pd.DataFrame) -> pd.DataFrame:
+    """runs with `net_epochs` (own epochs × networks) and `kind` (a key of KINDS)."""
+    nets = pd.to_numeric(runs.get("networks"), errors="coerce").fillna(1.0)
+    epochs = pd.to_numeric(runs["epochs"], errors="coerce")
+    fp = runs["method"].eq("fp")
+    kind = pd.Series("one", index=runs.index).where(nets < 2, "two").where(~fp, "fp")
+    return runs.assign(
+        net_epochs=epochs * nets,
+        kind=kind,
+        fp_epochs=(epochs * nets).where(fp, 0.0),
+        wall_s=pd.to_numeric(runs["wall_s"], errors="coerce"),
+        cpu_s=pd.to_numeric(runs.get("cpu_s"), errors="coerce"),
+    )
+
+
+def _hours(seconds: pd.Series) -> str:
+    return MISSING if seconds.isna().all() else f"{seconds.sum() / 3600:.2f}"
+
+
+def cost_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per seed, then "all": runs, network-epochs (of which FP pretraining), hours."""
+    own = _own(runs)
+    groups = [(str(s), g) for s, g in own.groupby("seed", sort=True)] + [("all", own)]
+    return pd.DataFrame(
+        [
+            {
+                "seed": seed,
+                "runs": len(g),
+                "network-epochs": f"{g['net_epochs'].sum():.0f}",
+                "of which FP pretraining": f"{g['fp_epochs'].sum():.0f}",
+                "wall (h)": _hours(g["wall_s"]),
+                "CPU (h)": _hours(g["cpu_s"]),
+            }
+            for seed, g in groups
+        ]
+    )
+
+
+def throughput_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per kind of run: training images per wall-clock second (evaluation included), median
+    and best over its runs."""
+    own = _own(runs)
+    rate = pd.to_numeric(own["images_per_s"], errors="coerce")
+    rows = []
+    for key, label in KINDS.items():
+        r = rate[own["kind"] == key].dropna()
+        if r.empty:
+            continue
+        rows.append(
+            {"run kind": label, "runs": len(r), "images/s median": f"{r.median():.0f}",
+             "images/s best": f"{r.max():.0f}"}
+        )  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def render(runs: pd.DataFrame, notes: Path | None = None) -> str:
+    """The "## Accounting" section: the cost and throughput tables, then `notes` (the
+    pipeline's own Markdown on how the study was sized), when given."""
+    parts = [
+        "## Accounting\n",
+        "What every run cost, from its own metrics.json: network-epochs (epochs × networks "
+        "trained at once), wall-clock and CPU hours (all threads). Seconds were measured on "
+        "the machine as it was, so runs that shared it with other work cost more of them; "
+        "network-epochs do not depend on the machine.\n",
+        to_markdown(cost_table(runs)),
+        "Throughput: training images per wall-clock second of each run, its evaluations "
+        "included:\n",
+        to_markdown(throughput_table(runs)),
+    ]
+    if notes is not None:
+        parts.append(Path(notes).read_text(encoding="utf-8").strip() + "\n")
+    return "\n".join(parts)
