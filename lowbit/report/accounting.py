@@ -26,23 +26,37 @@ KINDS = {
 }
 
 
+def _num(runs: pd.DataFrame, col: str) -> pd.Series:
+    """A numeric column, all NaN when the runs do not record it."""
+    if col not in runs:
+        return pd.Series(float("nan"), index=runs.index)
+    return pd.to_numeric(runs[col], errors="coerce")
+
+
 def _own(runs: pd.DataFrame) -> pd.DataFrame:
-    """runs with `net_epochs` (own epochs × networks) and `kind` (a key of KINDS)."""
-    nets = pd.to_numeric(runs.get("networks"), errors="coerce").fillna(1.0)
-    epochs = pd.to_numeric(runs["epochs"], errors="coerce")
-    fp = runs["method"].eq("fp")
+    """runs with `net_epochs` (own epochs × networks) and `kind` (a key of KINDS). A run
+    whose metrics.json predates `networks` counts as one network."""
+    nets = _num(runs, "networks").fillna(1.0)
+    epochs = _num(runs, "epochs")
+    fp = _num(runs, "w_bits").eq(32) & _num(runs, "a_bits").eq(32)  # any tag, any stage
     kind = pd.Series("one", index=runs.index).where(nets < 2, "two").where(~fp, "fp")
     return runs.assign(
         net_epochs=epochs * nets,
         kind=kind,
         fp_epochs=(epochs * nets).where(fp, 0.0),
-        wall_s=pd.to_numeric(runs["wall_s"], errors="coerce"),
-        cpu_s=pd.to_numeric(runs.get("cpu_s"), errors="coerce"),
+        wall_s=_num(runs, "wall_s"),
+        cpu_s=_num(runs, "cpu_s"),
     )
 
 
-def _hours(seconds: pd.Series) -> str:
-    return MISSING if seconds.isna().all() else f"{seconds.sum() / 3600:.2f}"
+def _total(values: pd.Series, scale: float = 1.0, decimals: int = 0) -> str:
+    """The sum; "—" when nothing is known, "≥ sum (k unknown)" when some runs lack it."""
+    known = values.dropna()
+    if known.empty:
+        return MISSING
+    text = f"{known.sum() / scale:.{decimals}f}"
+    missing = len(values) - len(known)
+    return f"≥ {text} ({missing} unknown)" if missing else text
 
 
 def cost_table(runs: pd.DataFrame) -> pd.DataFrame:
@@ -54,10 +68,10 @@ def cost_table(runs: pd.DataFrame) -> pd.DataFrame:
             {
                 "seed": seed,
                 "runs": len(g),
-                "network-epochs": f"{g['net_epochs'].sum():.0f}",
-                "of which FP pretraining": f"{g['fp_epochs'].sum():.0f}",
-                "wall (h)": _hours(g["wall_s"]),
-                "CPU (h)": _hours(g["cpu_s"]),
+                "network-epochs": _total(g["net_epochs"]),
+                "of which FP pretraining": _total(g["fp_epochs"]),
+                "wall (h)": _total(g["wall_s"], 3600, 2),
+                "CPU (h)": _total(g["cpu_s"], 3600, 2),
             }
             for seed, g in groups
         ]
@@ -68,7 +82,7 @@ def throughput_table(runs: pd.DataFrame) -> pd.DataFrame:
     """Per kind of run: training images per wall-clock second (evaluation included), median
     and best over its runs."""
     own = _own(runs)
-    rate = pd.to_numeric(own["images_per_s"], errors="coerce")
+    rate = _num(own, "images_per_s")
     rows = []
     for key, label in KINDS.items():
         r = rate[own["kind"] == key].dropna()
@@ -84,16 +98,18 @@ def throughput_table(runs: pd.DataFrame) -> pd.DataFrame:
 def render(runs: pd.DataFrame, notes: Path | None = None) -> str:
     """The "## Accounting" section: the cost and throughput tables, then `notes` (the
     pipeline's own Markdown on how the study was sized), when given."""
+    rates = throughput_table(runs)
     parts = [
         "## Accounting\n",
         "What every run cost, from its own metrics.json: network-epochs (epochs × networks "
-        "trained at once), wall-clock and CPU hours (all threads). Seconds were measured on "
+        "trained at once), wall-clock hours and CPU hours (summed over all threads, so up to "
+        "threads × wall). Seconds were measured on "
         "the machine as it was, so runs that shared it with other work cost more of them; "
         "network-epochs do not depend on the machine.\n",
         to_markdown(cost_table(runs)),
         "Throughput: training images per wall-clock second of each run, its evaluations "
         "included:\n",
-        to_markdown(throughput_table(runs)),
+        to_markdown(rates) if not rates.empty else "No run recorded its images/s.\n",
     ]
     if notes is not None:
         parts.append(Path(notes).read_text(encoding="utf-8").strip() + "\n")

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from lowbit.errors import LowbitError
 from lowbit.report import index, plots
 from lowbit.report.claims import claims
 from lowbit.report.collect import Collection, bits_label, collect, read_history
@@ -145,6 +146,10 @@ def build(
     notes: Path | None = None,
 ) -> dict[str, float]:
     """See lowbit.report.build_report."""
+    if notes is not None and not Path(notes).is_file():  # before anything is written
+        raise LowbitError(
+            f"notes file not found: {notes} (report.notes: name a Markdown file or drop it)"
+        )
     col = collect(runs_dir, skip=out_dir / "metrics.json", relative_to=out_dir)
     if dataset:
         col.nets["dataset"] = dataset

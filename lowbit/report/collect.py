@@ -15,6 +15,7 @@ run's.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,7 +106,14 @@ def find_metrics(runs_dir: Path | Sequence[Path], skip: Path | None = None) -> l
             paths = [p for p in paths if p.resolve() != Path(skip).resolve()]
         found.append(paths)
     if not any(found):
-        raise LowbitError(f"no runs found under {where}: no metrics.json in it or below it")
+        raise LowbitError(
+            f"no runs found under {where}: no metrics.json in it or below it "
+            "(run the pipeline, or `lowbit archive --to results` a finished seed)"
+        )
+    if len(sources) > 1 and not found[0]:
+        # a fresh clone, or a mistyped common.runs_dir: say which it is built from
+        msg = f"no runs under {sources[0]}: the report shows the committed results only"
+        warnings.warn(msg, stacklevel=3)  # the caller of collect
     return found
 
 

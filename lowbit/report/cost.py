@@ -4,9 +4,9 @@ The paper's comparison (paper.md §5): every method's final-precision network tr
 direct's recipe; TS stage 1, PQ's earlier rounds and the KD teacher are extra cost. The
 results table therefore shows, per method and bit-width, the accuracy over seeds next to
 what it cost (network-epochs after FP pretraining, and training seconds: wall-clock and
-CPU, all threads) and whether each
-seed converged. The equal-cost view, a second table and not the paper's comparison, sets
-each method beside the direct run of the same bits that spent at least as much.
+CPU, all threads) and whether each seed converged. The equal-cost view, a second table
+and not the paper's comparison, sets each method beside the direct run of the same bits
+that spent at least as much.
 """
 
 from __future__ import annotations

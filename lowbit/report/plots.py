@@ -203,7 +203,7 @@ def _round_starts(run: pd.DataFrame) -> list[tuple[float, str]]:
     return [(float(s) - 0.5, t) for s, t in zip(main.loc[change, "step"], labels, strict=True)]
 
 
-def _mark_rounds(ax, hist: pd.DataFrame, colors: dict, labels: bool) -> None:
+def _mark_rounds(ax: Axes, hist: pd.DataFrame, colors: dict, labels: bool) -> None:
     """A dotted line at every round start of every run; with `labels`, each distinct
     (step, bits) once, written along the top of the panel."""
     seen = set()

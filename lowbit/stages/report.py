@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from lowbit.config import StageConfig
-from lowbit.errors import ConfigError
 
 
 def run(cfg: StageConfig) -> dict[str, float]:
@@ -12,6 +11,4 @@ def run(cfg: StageConfig) -> dict[str, float]:
     out = cfg.path(cfg.common.reports_dir)
     dirs = [cfg.runs_dir, *(cfg.path(d) for d in cfg.params.results)]
     notes = cfg.path(cfg.params.notes) if cfg.params.notes else None
-    if notes is not None and not notes.is_file():
-        raise ConfigError(f"report.notes: no such file {notes}; name a Markdown file or drop it")
     return build_report(dirs, out, title=cfg.params.title, dataset=cfg.params.dataset, notes=notes)

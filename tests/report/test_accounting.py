@@ -9,7 +9,7 @@ import pytest
 
 from lowbit.errors import LowbitError
 from lowbit.report import build_report
-from lowbit.report.accounting import cost_table, throughput_table
+from lowbit.report.accounting import cost_table, render, throughput_table
 from lowbit.report.collect import collect
 from tests.report.synth import write_run
 
@@ -48,18 +48,44 @@ def test_throughput_per_kind_of_run(tmp_path: Path) -> None:
     assert t.loc["low-bit student + FP teacher", "runs"] == 1
 
 
-def test_report_from_committed_results_alone_with_notes(tmp_path: Path) -> None:
+@pytest.mark.parametrize("live_exists", [True, False], ids=["empty live folder", "no live folder"])
+def test_report_from_committed_results_alone_with_notes(tmp_path: Path, live_exists) -> None:
     live = tmp_path / "runs"
-    live.mkdir()  # a fresh clone: no live runs, only the committed seeds
+    if live_exists:
+        live.mkdir()  # a fresh clone: no live runs, only the committed seeds
     results = _runs(tmp_path / "results")
     notes = tmp_path / "sizing.md"
     notes.write_text("### How this study was sized\n\n10,000 images, 12 epochs.\n")
     out = tmp_path / "report"
-    summary = build_report([live, results], out, reference_dir=None, notes=notes)
+    with pytest.warns(UserWarning, match="the report shows the committed results only"):
+        summary = build_report([live, results], out, reference_dir=None, notes=notes)
     assert summary["runs"] == 5
     readme = (out / "README.md").read_text()
     accounting = readme[readme.index("## Accounting") :]
     assert "| all | 5 | 108 | 60 |" in accounting
     assert "10,000 images, 12 epochs." in accounting.split("## Training curves")[0]
+    (tmp_path / "empty").mkdir()
     with pytest.raises(LowbitError, match="no runs found under .*runs, .*empty"):
         collect([live, tmp_path / "empty"])
+    with pytest.raises(LowbitError, match="notes file not found"):
+        build_report([results], tmp_path / "other", reference_dir=None, notes=tmp_path / "x.md")
+    assert not (tmp_path / "other").exists()  # refused before writing anything
+
+
+def test_a_run_in_both_folders_is_counted_once(tmp_path: Path) -> None:
+    live = _runs(tmp_path / "runs")
+    results = _runs(tmp_path / "results")
+    t = cost_table(collect([live, results]).runs).set_index("seed")
+    assert t.loc["all", "runs"] == 5 and t.loc["all", "network-epochs"] == "108"
+
+
+def test_unknown_seconds_and_rates_are_marked_not_dropped(tmp_path: Path) -> None:
+    runs = _runs(tmp_path / "runs")
+    write_run(runs, "s1/old", seed=1, epochs=12, wall_s=None, images_per_s=None, history=False)
+    t = cost_table(collect(runs).runs).set_index("seed")
+    assert t.loc["1", "CPU (h)"] == f"≥ {1800 / 3600:.2f} (1 unknown)"
+    assert t.loc["1", "network-epochs"] == "54"  # no `networks` recorded: one network
+    bare = tmp_path / "bare"
+    write_run(bare, "a", wall_s=None, images_per_s=None, history=False)
+    text = render(collect(bare).runs)
+    assert "No run recorded its images/s." in text and "| all | 1 | 6 | 0 | — | — |" in text
