@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from lowbit.report.collect import numeric
 from lowbit.report.tables import MISSING, to_markdown
 
 KINDS = {
@@ -26,26 +27,19 @@ KINDS = {
 }
 
 
-def _num(runs: pd.DataFrame, col: str) -> pd.Series:
-    """A numeric column, all NaN when the runs do not record it."""
-    if col not in runs:
-        return pd.Series(float("nan"), index=runs.index)
-    return pd.to_numeric(runs[col], errors="coerce")
-
-
 def _own(runs: pd.DataFrame) -> pd.DataFrame:
     """runs with `net_epochs` (own epochs × networks) and `kind` (a key of KINDS). A run
     whose metrics.json predates `networks` counts as one network."""
-    nets = _num(runs, "networks").fillna(1.0)
-    epochs = _num(runs, "epochs")
-    fp = _num(runs, "w_bits").eq(32) & _num(runs, "a_bits").eq(32)  # any tag, any stage
+    nets = numeric(runs, "networks").fillna(1.0)
+    epochs = numeric(runs, "epochs")
+    fp = numeric(runs, "w_bits").eq(32) & numeric(runs, "a_bits").eq(32)  # any tag, any stage
     kind = pd.Series("one", index=runs.index).where(nets < 2, "two").where(~fp, "fp")
     return runs.assign(
         net_epochs=epochs * nets,
         kind=kind,
         fp_epochs=(epochs * nets).where(fp, 0.0),
-        wall_s=_num(runs, "wall_s"),
-        cpu_s=_num(runs, "cpu_s"),
+        wall_s=numeric(runs, "wall_s"),
+        cpu_s=numeric(runs, "cpu_s"),
     )
 
 
@@ -82,7 +76,7 @@ def throughput_table(runs: pd.DataFrame) -> pd.DataFrame:
     """Per kind of run: training images per wall-clock second (evaluation included), median
     and best over its runs."""
     own = _own(runs)
-    rate = _num(own, "images_per_s")
+    rate = numeric(own, "images_per_s")
     rows = []
     for key, label in KINDS.items():
         r = rate[own["kind"] == key].dropna()
@@ -103,9 +97,9 @@ def render(runs: pd.DataFrame, notes: Path | None = None) -> str:
         "## Accounting\n",
         "What every run cost, from its own metrics.json: network-epochs (epochs × networks "
         "trained at once), wall-clock hours and CPU hours (summed over all threads, so up to "
-        "threads × wall). Seconds were measured on "
-        "the machine as it was, so runs that shared it with other work cost more of them; "
-        "network-epochs do not depend on the machine.\n",
+        "threads × wall). Seconds were measured on the machine as it was, so runs that "
+        "shared it with other work cost more of them; network-epochs do not depend on the "
+        "machine.\n",
         to_markdown(cost_table(runs)),
         "Throughput: training images per wall-clock second of each run, its evaluations "
         "included:\n",

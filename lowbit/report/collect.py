@@ -90,21 +90,26 @@ def bits_label(w_bits: int, a_bits: int) -> str:
     return "FP" if (w_bits, a_bits) == (32, 32) else f"W{w_bits}A{a_bits}"
 
 
-def find_metrics(runs_dir: Path | Sequence[Path], skip: Path | None = None) -> list[list[Path]]:
-    """Every metrics.json under each folder (one folder or several), sorted, except the file
-    `skip` (the report's own summary, out_dir/metrics.json, when out_dir lies inside a runs
-    folder). A folder may be absent or empty (a fresh clone has committed results but no
-    live runs) as long as one of them holds runs."""
-    sources = [Path(runs_dir)] if isinstance(runs_dir, str | Path) else [Path(d) for d in runs_dir]
+def numeric(frame: pd.DataFrame, col: str) -> pd.Series:
+    """frame[col] as numbers (unparsable → NaN), all NaN when the column is absent."""
+    if col not in frame:
+        return pd.Series(float("nan"), index=frame.index)
+    return pd.to_numeric(frame[col], errors="coerce")
+
+
+def find_metrics(sources: Sequence[Path], skip: Path | None = None) -> list[list[Path]]:
+    """Every metrics.json under each folder, sorted, except the file `skip` (the report's own
+    summary, out_dir/metrics.json, when out_dir lies inside a runs folder). A folder may be
+    absent or empty (a fresh clone has committed results but no live runs) as long as one
+    of them holds runs."""
     where = ", ".join(str(s) for s in sources)
     if not any(s.is_dir() for s in sources):
         raise LowbitError(f"runs folder not found: {where} (run the pipeline first)")
+    own = Path(skip).resolve() if skip is not None else None
     found = []
     for source in sources:
         paths = sorted(source.rglob("metrics.json")) if source.is_dir() else []
-        if skip is not None:
-            paths = [p for p in paths if p.resolve() != Path(skip).resolve()]
-        found.append(paths)
+        found.append([p for p in paths if own is None or p.resolve() != own])
     if not any(found):
         raise LowbitError(
             f"no runs found under {where}: no metrics.json in it or below it "
@@ -240,6 +245,6 @@ def read_history(run_dir: Path) -> pd.DataFrame | None:
         rnd = pd.to_numeric(raw["round"], errors="coerce") if "round" in raw else 1
         part = part.assign(net=prefix.rstrip("/") or "main", step=step, epoch=epoch, round=rnd)
         for c in ("w_bits", "a_bits"):  # the round's bit-widths, to label its start
-            part[c] = pd.to_numeric(raw[c], errors="coerce") if c in raw else float("nan")
+            part[c] = numeric(raw, c)
         parts.append(part)
     return pd.concat(parts, ignore_index=True) if parts else None

@@ -110,9 +110,9 @@ RESULTS_INTRO = (
     "network-epochs after FP pretraining (every round, every network: a student trained E "
     "epochs beside its teacher costs 2E; *of which extra*: beyond the final network's own "
     "epochs) and training seconds on the run's device, wall-clock and CPU (all threads). "
-    "A seed is *converged* when its top-1 "
-    "gained at most the limit over the last quarter of its final round (*late gain*, "
-    "points); a claim resting on a seed that did not is flagged. Mean ± sd over seeds."
+    "A seed is *converged* when its top-1 gained at most the limit over the last quarter "
+    "of its final round (*late gain*, points); a claim resting on a seed that did not is "
+    "flagged. Mean ± sd over seeds."
 )
 EQUAL_COST_INTRO = (
     "### Equal-cost view (not the paper's comparison)\n\n"
