@@ -57,6 +57,7 @@ class NetMetrics(_Schema):
     wall_s: Num | None = None
     images_per_s: Num | None = None
     late_gain: Num | None = None  # top-1 points over the last quarter of the final round
+    late_p: Num | None = None  # McNemar's one-sided p of that gain (training.convergence)
     converged: bool | None = None
 
 

@@ -63,6 +63,13 @@ def test_metrics_are_reduced_over_ranks(single, two):
         for key in ("net/train_loss", "net/train_top1", "net/val_loss", "net/val_top1"):
             assert b[key] == pytest.approx(a[key], rel=1e-6, abs=1e-6), key
             assert b[key] == c[key], key  # every rank reports the same reduced numbers
+    # the images gained and lost since epoch 1: each rank compares its own shard
+    last = single["history"][-1]
+    changed = last["net/val_gained"] + last["net/val_lost"]
+    assert changed > 0 and "net/val_gained" not in single["history"][0]
+    for r in (r0, r1):
+        for key in ("net/val_gained", "net/val_lost"):
+            assert r["history"][-1][key] == last[key], key
 
 
 def test_only_rank_0_writes_an_unwrapped_checkpoint(two):

@@ -151,3 +151,4 @@ def test_final_network_gets_directs_recipe_and_the_rest_is_extra_cost(repo):
     assert ts["cost_s"] == pytest.approx(ts["wall_s"] + stage1["wall_s"])
     for m in (direct, pq, kd, ts):  # the late gain is measured (quarter point validated)
         assert m["late_gain"] is not None and isinstance(m["converged"], bool)
+        assert 0.0 <= m["late_p"] <= 1.0  # the images gained and lost were counted

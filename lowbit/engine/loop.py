@@ -19,6 +19,7 @@ from collections.abc import Iterable, Sequence
 import torch
 from torch import Tensor
 
+from lowbit.engine import agreement
 from lowbit.engine.evaluation import evaluate
 from lowbit.engine.loop_types import FitSpec, History, seed_everything
 from lowbit.engine.reduce import all_sum, rank_world, topk_hits
@@ -64,7 +65,7 @@ def fit(
             if hasattr(h, "on_epoch_end"):
                 h.on_epoch_end()
         val = val_loader if _evaluates(spec, epoch) else None
-        row = _epoch_row(trainees, sums, val, spec, epoch)
+        row = _epoch_row(trainees, sums, val, spec, epoch, history)
         row["epoch_s"] = time.perf_counter() - t0
         row["cpu_s"] = time.process_time() - c0
         row["images_per_s"] = row["train_images"] / max(row["epoch_s"], 1e-9)
@@ -124,6 +125,7 @@ def _epoch_row(
     val_loader: Iterable[tuple[Tensor, Tensor]] | None,
     spec: FitSpec,
     epoch: int,
+    history: History,
 ) -> dict[str, float]:
     """The epoch's history row; raises on a non-finite training loss (on every rank:
     the sums are all-reduced first, so all ranks take the same decision)."""
@@ -141,12 +143,15 @@ def _epoch_row(
         "train_images": flat[-1],
     }
     nan = {"loss": math.nan, "top1": math.nan, "top5": math.nan}
+    compares = 0 < spec.compare_after <= epoch + 1
     for i, t in enumerate(trainees):
         val = (
             nan
             if val_loader is None
-            else evaluate(t.model, val_loader, spec.device, spec.execution)
+            else evaluate(t.model, val_loader, spec.device, spec.execution, compares)
         )
+        if "hits" in val:
+            _agreement(row, t.name, val.pop("hits"), history, spec, epoch)
         row[f"{t.name}/train_loss"] = flat[2 * i] / n
         row[f"{t.name}/train_top1"] = 100.0 * flat[2 * i + 1] / n
         row[f"{t.name}/val_loss"] = val["loss"]
@@ -154,6 +159,20 @@ def _epoch_row(
         row[f"{t.name}/val_top5"] = val["top5"]
         row[f"{t.name}/lr"] = t.optimizer.param_groups[0]["lr"]
     return row
+
+
+def _agreement(
+    row: dict[str, float], name: str, hits: Tensor, history: History, spec: FitSpec, epoch: int
+) -> None:
+    """After epoch spec.compare_after keep the answers (the reference); after a later
+    one count the images gained and lost since them."""
+    if epoch + 1 == spec.compare_after:
+        history.reference[name] = agreement.every_rank(hits)
+        return
+    if name not in history.reference:
+        return  # the reference epoch did not evaluate (or an older checkpoint resumed)
+    gained, lost = agreement.compare(history.reference[name], hits, spec.device)
+    row[f"{name}/val_gained"], row[f"{name}/val_lost"] = gained, lost
 
 
 def summarize(history: History, name: str) -> dict[str, float]:

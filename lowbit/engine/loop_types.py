@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from torch import Tensor
 
 from lowbit.engine.steps import Execution
 
@@ -30,6 +31,10 @@ class FitSpec:
     # for large validation sets).
     eval_every: int = 1
     eval_at: tuple[int, ...] = ()
+    # Later evaluations count, per image, the top-1 answers gained and lost since the one
+    # after this 1-based epoch ("<net>/val_gained", "<net>/val_lost"; 0: none): the
+    # convergence check's McNemar test. The epoch must be one that evaluates.
+    compare_after: int = 0
     # The loader's epoch index of this round's first epoch: the epochs the run's init
     # chain (earlier stages and rounds) has already drawn.
     data_offset: int = 0
@@ -42,6 +47,8 @@ class History:
     wall_s: float = 0.0
     images: int = 0
     cpu_s: float = 0.0  # CPU seconds of this process (all threads): immune to pauses
+    # per network, every rank's (N_rank,) bool top-1 answers after spec.compare_after
+    reference: dict[str, list[Tensor]] = field(default_factory=dict)
 
 
 def seed_everything(seed: int, epoch: int = 0) -> None:

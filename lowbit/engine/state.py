@@ -35,6 +35,7 @@ def save_state(spec: FitSpec, trainees: Sequence[Trainee], epoch: int, history: 
             "wall_s": history.wall_s,
             "images": history.images,
             "cpu_s": history.cpu_s,
+            "reference": history.reference,
         },
     )
 
@@ -64,5 +65,6 @@ def load_state(spec: FitSpec, trainees: Sequence[Trainee]) -> tuple[int, History
         float(state["wall_s"]),
         int(state["images"]),
         float(state.get("cpu_s", 0.0)),
+        {k: [t.cpu() for t in v] for k, v in state.get("reference", {}).items()},
     )
     return int(state["epoch"]) + 1, hist

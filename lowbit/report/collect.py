@@ -41,6 +41,7 @@ METRICS = (
     "cost_s",
     "cost_cpu_s",
     "late_gain",
+    "late_p",
 )
 LONG_COLUMNS = [
     "run",
@@ -137,7 +138,8 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
         teacher = "teacher" in net.lower()
         # the entry's own numbers only: a teacher does not inherit the student's cost
         row = {**main, **{k: e.get(k) for k in METRICS}, "net": net}
-        row["late_gain"], row["converged"] = e["late_gain"], e["converged"]
+        for k in ("late_gain", "late_p", "converged"):
+            row[k] = e[k]
         # A teacher is named after its run's student bits: the teachers of the W2A2 and
         # W4A4 runs are different networks, not seeds of one.
         suffix = f"@w{main['w_bits']}a{main['a_bits']}" if teacher else ""

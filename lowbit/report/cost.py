@@ -14,9 +14,10 @@ from __future__ import annotations
 import pandas as pd
 
 from lowbit.report.tables import MISSING, bits_key, method_key, signed
-from lowbit.training.convergence import LATE_GAIN_LIMIT
+from lowbit.training.convergence import LATE_GAIN_ALPHA, LATE_GAIN_LIMIT
 
 GROUP = ["method", "bits", "w_bits", "a_bits"]
+CONVERGED = f"converged (gain ≤ {LATE_GAIN_LIMIT:g} or p ≥ {LATE_GAIN_ALPHA:g})"
 
 
 def _main(nets: pd.DataFrame, model: str, dataset: str) -> pd.DataFrame:
@@ -32,15 +33,19 @@ def _pm(values: pd.Series, decimals: int = 1) -> str:
     return text + (f" ± {v.std():.{decimals}f}" if len(v) > 1 and v.std() > 0 else "")
 
 
+def _flagged(r: pd.Series) -> str:
+    """ "seed 1 +1.8" or, where McNemar's p was counted, "seed 1 +1.8, p 0.012"."""
+    p = r.get("late_p")
+    return f"seed {r['seed']} {signed(r['late_gain'])}" + ("" if pd.isna(p) else f", p {p:.3f}")
+
+
 def _converged(grp: pd.DataFrame) -> str:
-    """ "3/3", "2/3 (seed 1 +1.8)", or "?" where the late gain could not be measured."""
+    """ "3/3", "2/3 (not: seed 1 +1.8, p 0.012)", or "?" where the late gain could not be
+    measured."""
     if "converged" not in grp or grp["converged"].isna().all():
         return "?"
     ok = grp["converged"].eq(True)
-    bad = [
-        f"seed {r['seed']} {signed(r['late_gain'])}"
-        for _, r in grp[grp["converged"].eq(False)].iterrows()
-    ]
+    bad = [_flagged(r) for _, r in grp[grp["converged"].eq(False)].iterrows()]
     return f"{int(ok.sum())}/{len(grp)}" + (f" (not: {', '.join(bad)})" if bad else "")
 
 
@@ -66,7 +71,7 @@ def results_table(nets: pd.DataFrame, model: str, dataset: str) -> pd.DataFrame:
                 "seeds": len(grp),
                 "best top-1": _pm(grp["best_top1"]),
                 "final top-1": _pm(grp["top1"]),
-                f"converged (gain ≤ {LATE_GAIN_LIMIT:g})": _converged(grp),
+                CONVERGED: _converged(grp),
                 "late gain": _pm(grp.get("late_gain", pd.Series(dtype=float)), 2),
                 "cost (net-epochs)": _pm(grp["budget_epochs"], 0),
                 "of which extra": _pm(grp.get("extra_epochs", pd.Series(dtype=float)), 0),

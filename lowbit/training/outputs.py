@@ -58,7 +58,16 @@ def staged_dir(out_dir: Path) -> Iterator[Path]:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-HISTORY_COLUMNS = ("train_loss", "train_top1", "val_loss", "val_top1", "val_top5", "lr")
+HISTORY_COLUMNS = (
+    "train_loss",
+    "train_top1",
+    "val_loss",
+    "val_top1",
+    "val_top5",
+    "val_gained",  # images answered right since the late-gain reference epoch, not before
+    "val_lost",  # and the reverse (lowbit.engine.agreement)
+    "lr",
+)
 
 
 def history_csv(rows: Sequence[dict[str, float]], main: str, nets: Sequence[str]) -> str:

@@ -16,7 +16,7 @@ from lowbit.config import Quantized, StageConfig
 from lowbit.metrics import RunMetrics
 from lowbit.provenance import provenance
 from lowbit.quant.convert import quant_state
-from lowbit.training.convergence import converged, late_gain
+from lowbit.training.convergence import converged, late_gain, late_p
 from lowbit.training.outputs import history_csv, staged_dir
 from lowbit.training.plan import Plan, Stream
 
@@ -29,8 +29,8 @@ def summary(rows: list[dict[str, float]], name: str) -> dict[str, float]:
     final = [r for r in rows if r["round"] == rows[-1]["round"]]
     best = engine.summarize(engine.History(final), name)
     out.update({k: best[k] for k in ("best_top1", "best_top5", "best_epoch")})
-    gain = late_gain(rows, name)
-    out.update(late_gain=gain, converged=converged(gain))
+    gain, p = late_gain(rows, name), late_p(rows, name)
+    out.update(late_gain=gain, late_p=p, converged=converged(gain, p))
     return out
 
 

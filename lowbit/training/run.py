@@ -24,7 +24,7 @@ from lowbit.errors import ConfigError
 from lowbit.methods import add_ons, combine, label
 from lowbit.methods.base import Context, Method
 from lowbit.training import chain
-from lowbit.training.convergence import eval_epochs
+from lowbit.training.convergence import eval_epochs, quarter_start
 from lowbit.training.live import RunLog, ensure_logging
 from lowbit.training.outputs import locked
 from lowbit.training.plan import Plan, Stream
@@ -106,6 +106,7 @@ def _train_round(cfg: StageConfig, plan: Plan, i: int, io: tuple, st: Stream) ->
         progress=progress(cfg),
         eval_every=cfg.params.eval_every,
         eval_at=eval_epochs(rnd.epochs),
+        compare_after=quarter_start(rnd.epochs),
         data_offset=st.data_epochs,
         execution=ex,
     )

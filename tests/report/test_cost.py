@@ -13,7 +13,7 @@ from lowbit.archive import archive
 from lowbit.errors import ConfigError
 from lowbit.report import build_report
 from lowbit.report.collect import collect
-from lowbit.report.cost import equal_cost_table, results_table
+from lowbit.report.cost import CONVERGED, equal_cost_table, results_table
 from tests.report.synth import write_run
 
 RUNS = [  # folder, stage, method, seed, best top-1, budget, extra, cost_s, late gain, tag
@@ -25,13 +25,14 @@ RUNS = [  # folder, stage, method, seed, best top-1, budget, extra, cost_s, late
     ("kd/s0", "distill", "kd", 0, 56.0, 24, 12, 260.0, 0.0, ""),
     ("tspqkd/s0", "ts-pq-kd", "ts+pq+kd", 0, 58.0, 54, 42, 600.0, 0.5, ""),
 ]
+P_VALUES = {"ts/s1": 0.012}  # McNemar's p where the run counted it (older runs did not)
 
 
 def _write(root: Path) -> Path:
     for name, stage, method, seed, top1, budget, extra, cost, gain, tag in RUNS:
         write_run(root, name, stage=stage, method=method, seed=seed, best_top1=top1,
                   budget_epochs=budget, extra_epochs=extra, cost_s=cost, cost_cpu_s=2 * cost,
-                  late_gain=gain,
+                  late_gain=gain, late_p=P_VALUES.get(name),
                   converged=gain <= 1.0, tag=tag, history=False)  # fmt: skip
     return root
 
@@ -44,7 +45,9 @@ def test_results_table_puts_cost_and_convergence_beside_each_result(tmp_path: Pa
     assert t.loc["direct", "cost (wall s)"] == "105 ± 7"
     assert t.loc["direct", "cost (CPU s)"] == "210 ± 14"  # both threads busy
     assert t.loc["ts", "of which extra"] == "3"
-    assert t.loc["ts", "converged (gain ≤ 1)"] == "1/2 (not: seed 1 +2.5)"
+    assert CONVERGED == "converged (gain ≤ 1 or p ≥ 0.05)"
+    assert t.loc["ts", CONVERGED] == "1/2 (not: seed 1 +2.5, p 0.012)"
+    assert t.loc["direct", CONVERGED] == "2/2"
     assert t.loc["direct (long)", "cost (net-epochs)"] == "24"  # a tagged run is its own row
 
 

@@ -125,7 +125,11 @@ def fit_small(
                 f.write(f"{int(row['epoch'])} {os.environ.get('SLURM_RESTART_COUNT', '0')}\n")
         time.sleep(sleep_s)
 
-    spec = engine.FitSpec(epochs, 0, CPU, ckpt, progress=False, on_epoch_end=on_epoch_end)
+    # compare_after=1: later epochs count the validation images gained and lost since
+    # epoch 1, each rank on its own shard, summed over ranks (the reference is resumed)
+    spec = engine.FitSpec(
+        epochs, 0, CPU, ckpt, progress=False, on_epoch_end=on_epoch_end, compare_after=1
+    )
     hist = engine.fit([t], train, val, spec)
     state = {k: v.detach().clone() for k, v in engine.unwrap(t.model).state_dict().items()}
     blob = b"".join(v.numpy().tobytes() for v in state.values())
