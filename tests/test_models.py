@@ -37,3 +37,19 @@ def test_registry_errors_and_blocks():
         build_model("vgg", 10)
     assert len(residual_blocks(build_model("resnet20", 10))) == 9
     assert len(residual_blocks(build_model("resnet18", 10))) == 8
+
+
+def test_a_stage_process_imports_neither_torchvision_nor_scipy() -> None:
+    # each `lowbit stage` is a process of its own: torchvision (~2 s, only for its ResNets)
+    # and scipy.stats (~1 s, only for the report's tests) would be paid by every stage
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, lowbit.cli, lowbit.training.run, lowbit.stages.direct\n"
+        "from lowbit.models import build_model, residual_blocks\n"
+        "assert len(residual_blocks(build_model('resnet20', 10))) == 9\n"
+        "print(sorted(m for m in ('torchvision', 'scipy') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

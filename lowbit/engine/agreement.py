@@ -19,6 +19,7 @@ import torch.distributed as dist
 from torch import Tensor
 
 from lowbit.engine.reduce import all_sum, rank_world
+from lowbit.errors import TrainingError
 
 
 def top1_hits(logits: Tensor, y: Tensor) -> Tensor:
@@ -40,7 +41,10 @@ def compare(reference: list[Tensor], hits: Tensor, device: torch.device) -> tupl
     """(gained, lost) image counts of `hits` against this rank's reference, all ranks."""
     ref = reference[rank_world()[0]]
     if ref.shape != hits.shape:
-        raise ValueError(f"validation shard changed size: {ref.numel()} → {hits.numel()}")
+        raise TrainingError(
+            f"the validation shard changed from {ref.numel()} to {hits.numel()} images "
+            "since the round's reference evaluation: delete the round's checkpoint to restart"
+        )
     counts = torch.tensor(
         [(hits & ~ref).sum().item(), (ref & ~hits).sum().item()], dtype=torch.float64
     )

@@ -17,7 +17,7 @@ from torch import nn
 from lowbit.export.check import check_layers, require_integer
 from lowbit.export.codes import act_spec, fold_bn, weight_codes
 from lowbit.export.program import Block, ExportError, IntConv, Program, Stem
-from lowbit.models.blocks import POST_ACTIVATION
+from lowbit.models.blocks import post_activation
 from lowbit.models.cifar_resnet import CifarResNet
 from lowbit.quant.layers import QuantConv2d, QuantizedInput
 
@@ -113,7 +113,7 @@ def build_program(model: nn.Module, arch: dict[str, Any] | None = None) -> Progr
     require_integer(check_layers(model))
     blocks: list[Block] = []
     for name, m in model.named_modules():
-        if isinstance(m, POST_ACTIVATION):
+        if isinstance(m, post_activation()):
             blocks.append(_block(model, name, m, blocks[-1] if blocks else None))
     fc = model.fc
     bias = fc.bias if fc.bias is not None else None

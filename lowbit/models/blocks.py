@@ -11,20 +11,26 @@ stay full precision, and each block's convs quantize their own inputs.
 
 from __future__ import annotations
 
+import sys
 from itertools import pairwise
 
-import torchvision
 from torch import nn
 
 from lowbit.models.cifar_resnet import BasicBlock
 
-# Blocks whose forward ends in ReLU(residual + shortcut), with the block's input read
-# by `conv1` and by `downsample[0]` (when the shortcut changes shape).
-POST_ACTIVATION = (
-    BasicBlock,
-    torchvision.models.resnet.BasicBlock,
-    torchvision.models.resnet.Bottleneck,
-)
+
+def torchvision_blocks() -> tuple[type[nn.Module], ...]:
+    """torchvision's ResNet blocks, once torchvision is loaded; () before. No instance can
+    exist before it is, and importing it costs ~2 s per process (its ops pull in
+    torch._dynamo), a third of a `lowbit stage` start-up: CIFAR runs never need it."""
+    tv = sys.modules.get("torchvision.models.resnet")
+    return () if tv is None else (tv.BasicBlock, tv.Bottleneck)
+
+
+def post_activation() -> tuple[type[nn.Module], ...]:
+    """Blocks whose forward ends in ReLU(residual + shortcut), with the block's input read
+    by `conv1` and by `downsample[0]` (when the shortcut changes shape)."""
+    return (BasicBlock, *torchvision_blocks())
 
 
 def block_outputs(model: nn.Module) -> list[tuple[str, list[str]]]:
@@ -36,7 +42,7 @@ def block_outputs(model: nn.Module) -> list[tuple[str, list[str]]]:
     >>> len(outs), outs[0], outs[2]
     (8, ('layer1.0', ['layer1.1.conv1']), ('layer1.2', ['layer2.0.conv1', 'layer2.0.downsample.0']))
     """
-    blocks = [(n, m) for n, m in model.named_modules() if isinstance(m, POST_ACTIVATION)]
+    blocks = [(n, m) for n, m in model.named_modules() if isinstance(m, post_activation())]
     out = []
     for (name, _), (next_name, nxt) in pairwise(blocks):
         readers = [f"{next_name}.conv1"]

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import torchvision
 from torch import nn
 
 from lowbit.errors import ConfigError
 from lowbit.models.alexnet_bn import AlexNetBN
+from lowbit.models.blocks import torchvision_blocks
 from lowbit.models.cifar_resnet import BasicBlock, CifarResNet, PreActBlock
 
 
 def _torchvision_resnet(arch: str) -> Callable[[int, int], nn.Module]:
     def build(num_classes: int, image_size: int) -> nn.Module:
+        import torchvision  # only for these models (see models.blocks.torchvision_blocks)
+
         model = getattr(torchvision.models, arch)(weights=None, num_classes=num_classes)
         if image_size <= 64:
             # Small images: a 3x3 stride-1 stem without max-pool, so 32x32 inputs keep
@@ -52,10 +54,5 @@ def build_model(name: str, num_classes: int, image_size: int = 32) -> nn.Module:
 
 def residual_blocks(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """The residual blocks of a ResNet (the `block` unit of stochastic precision)."""
-    kinds = (
-        BasicBlock,
-        PreActBlock,
-        torchvision.models.resnet.BasicBlock,
-        torchvision.models.resnet.Bottleneck,
-    )
+    kinds = (BasicBlock, PreActBlock, *torchvision_blocks())
     return [(n, m) for n, m in model.named_modules() if isinstance(m, kinds)]
