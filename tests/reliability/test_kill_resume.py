@@ -13,6 +13,8 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -115,17 +117,40 @@ def outputs(run_dir: Path) -> tuple[dict, dict]:
     return metrics, state
 
 
-def assert_same(a: Path, b: Path) -> None:
+def differences(a: Path, b: Path) -> list[str]:
+    """What differs between two finished runs (timings aside): [] when bitwise equal."""
     (ma, sa), (mb, sb) = outputs(a), outputs(b)
-    assert ma == mb
-    assert sa["nets"].keys() == sb["nets"].keys()
+    diff = [] if ma == mb else ["metrics.json"]
+    if sa["nets"].keys() != sb["nets"].keys():
+        return [*diff, "networks"]
     for net in sa["nets"]:
-        assert sa["nets"][net]["quant"] == sb["nets"][net]["quant"]
-        for k, v in sa["nets"][net]["model"].items():
-            assert torch.equal(v, sb["nets"][net]["model"][k]), (net, k)
+        if sa["nets"][net]["quant"] != sb["nets"][net]["quant"]:
+            diff.append(f"{net} quant")
+        model_a, model_b = sa["nets"][net]["model"], sb["nets"][net]["model"]
+        diff += [f"{net} {k}" for k, v in model_a.items() if not torch.equal(v, model_b[k])]
     timing = ("epoch_s", "cpu_s")
     strip_t = lambda r: {k: v for k, v in r.items() if k not in timing}  # noqa: E731
-    assert [strip_t(r) for r in history(a)] == [strip_t(r) for r in history(b)]
+    if [strip_t(r) for r in history(a)] != [strip_t(r) for r in history(b)]:
+        diff.append("history.csv")
+    return diff
+
+
+def uninterrupted_match(resumed: Path, ref: Path, again: Callable[[], Path]) -> Path:
+    """The uninterrupted run the resumed one equals bitwise (it fails if there is none).
+
+    The first reference is the module's shared run. When it differs, one more
+    uninterrupted run from the same inputs decides: a resume bug differs from every
+    uninterrupted run, whereas a reference whose process rounded a float reduction
+    differently somewhere (seen, rarely, on some hosts: a few ulp that training then
+    amplifies) is not reproduced by a second one.
+    """
+    if not differences(ref, resumed):
+        return ref
+    second = again()
+    if apart := differences(ref, second):
+        warnings.warn(f"two uninterrupted runs differ in {', '.join(apart[:3])}", stacklevel=2)
+    assert differences(second, resumed) == [], "resumed ≠ every uninterrupted run"
+    return second
 
 
 @pytest.mark.slow
@@ -157,13 +182,19 @@ def test_killed_stage_resumes_to_the_uninterrupted_result(base, tmp_path, stage,
     time.sleep(random.Random(stage + str(sig)).uniform(0.1, 0.6) * epoch_seconds(ref_dir))
     assert p.poll() is None, "stage finished before it could be interrupted"
     p.send_signal(sig)
-    p.wait(timeout=60)
+    p.communicate(timeout=60)  # reaps it and closes its output pipe
     assert p.returncode == -sig
     out_dir = repo / "runs" / stage / variant if variant else repo / "runs" / stage
     assert not (out_dir / "metrics.json").exists()  # nothing that looks complete
 
     finish(repo, "stage", stage, *args)
-    assert_same(ref_dir, out_dir)
+
+    def again() -> Path:
+        fresh = clone(base, tmp_path / "again", [] if stage == "pretrain" else keep)
+        finish(fresh, "stage", stage, *args)
+        return fresh / out_dir.relative_to(repo)
+
+    ref_dir = uninterrupted_match(out_dir, ref_dir, again)
     # the dvclive log of the resumed run equals the uninterrupted one, file for file
     ref_repo = ref_dir.parents[2] if variant else ref_dir.parents[1]
     want = live_files(ref_repo, stage, variant)
