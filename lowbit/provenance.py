@@ -80,6 +80,9 @@ def provenance(cwd: Path, device: torch.device, seed: int) -> dict[str, Any]:
         "hostname": socket.gethostname(),
         "cpu": cpu_model(),
         "threads": torch.get_num_threads(),
+        # the SIMD kernels ATen dispatches to (DEFAULT, AVX2, AVX512, ...): hosts with the
+        # same model name can differ in it, and with it in a float result's last bits
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
         "started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "seed": seed,

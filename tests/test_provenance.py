@@ -112,3 +112,20 @@ def test_show_report_is_rendered_on_a_terminal(tmp_path):
     text = b"".join(chunks).decode(errors="replace")
     assert "A report" in text and "78.6" in text
     assert "|---|" not in text and "# A report" not in text  # rich drew the table and heading
+
+
+def test_provenance_names_the_simd_kernels_aten_dispatches_to(tmp_path):
+    # ATEN_CPU_CAPABILITY caps the dispatch; provenance must report what was used, not
+    # what the CPU could do
+    code = (
+        "import torch; from pathlib import Path; from lowbit.provenance import provenance\n"
+        "print(provenance(Path('.'), torch.device('cpu'), 0)['cpu_capability'])"
+    )
+    env = {**os.environ, "ATEN_CPU_CAPABILITY": "default"}
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "DEFAULT"
+    here = provenance(tmp_path, torch.device("cpu"), 0)["cpu_capability"]
+    assert here == torch.backends.cpu.get_cpu_capability() and here != ""
