@@ -112,8 +112,9 @@ def build_program(model: nn.Module, arch: dict[str, Any] | None = None) -> Progr
     _check_arch(model)
     require_integer(check_layers(model))
     blocks: list[Block] = []
+    kinds = post_activation()
     for name, m in model.named_modules():
-        if isinstance(m, post_activation()):
+        if isinstance(m, kinds):
             blocks.append(_block(model, name, m, blocks[-1] if blocks else None))
     fc = model.fc
     bias = fc.bias if fc.bias is not None else None

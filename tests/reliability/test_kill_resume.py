@@ -138,7 +138,8 @@ def differences(a: Path, b: Path) -> list[str]:
 def uninterrupted_match(resumed: Path, ref: Path, again: Callable[[], Path]) -> Path:
     """The uninterrupted run the resumed one equals bitwise (it fails if there is none).
 
-    The first reference is the module's shared run. When it differs, one more
+    The first reference is the usual one (the module's shared run; for pretrain, the
+    test's own uninterrupted copy). When it differs, one more
     uninterrupted run from the same inputs decides: a resume bug differs from every
     uninterrupted run, whereas a reference whose process rounded a float reduction
     differently somewhere (seen, rarely, on some hosts: a few ulp that training then
@@ -157,18 +158,20 @@ def uninterrupted_match(resumed: Path, ref: Path, again: Callable[[], Path]) -> 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
 @pytest.mark.parametrize("stage,args,marker", CASES, ids=[c[0] for c in CASES])
 def test_killed_stage_resumes_to_the_uninterrupted_result(base, tmp_path, stage, args, marker, sig):
-    keep = ["pretrain"] + (["quantize-weights"] if stage == "quantize-activations" else [])
+    # the finished runs the stage starts from (pretrain starts from the data alone)
+    keep = [] if stage == "pretrain" else ["pretrain"]
+    keep += ["quantize-weights"] if stage == "quantize-activations" else []
     variant = "w2a2" if args else ""
     if stage != "pretrain":
         ref_dir = base / "runs" / stage / variant
         if not ref_dir.exists():
             finish(base, "stage", stage, *args)
     else:
-        ref = clone(base, tmp_path / "ref", [])
+        ref = clone(base, tmp_path / "ref", keep)
         finish(ref, "stage", stage, *args)
         ref_dir = ref / "runs" / "pretrain"
 
-    repo = clone(base, tmp_path / "killed", [] if stage == "pretrain" else keep)
+    repo = clone(base, tmp_path / "killed", keep)
     resume_file = repo / "runs" / ".resume" / marker
     p = lowbit(repo, "stage", stage, *args)
     deadline = time.time() + 300
@@ -190,7 +193,7 @@ def test_killed_stage_resumes_to_the_uninterrupted_result(base, tmp_path, stage,
     finish(repo, "stage", stage, *args)
 
     def again() -> Path:
-        fresh = clone(base, tmp_path / "again", [] if stage == "pretrain" else keep)
+        fresh = clone(base, tmp_path / "again", keep)
         finish(fresh, "stage", stage, *args)
         return fresh / out_dir.relative_to(repo)
 
