@@ -36,6 +36,12 @@ class Common(_Strict):
     # post-activation block but the last by the activation quantizer (the authors' code:
     # shortcuts carry k-bit values); "fp" keeps the residual stream in full precision.
     block_output: Literal["quantized", "fp"] = "quantized"
+    # The FP network every quantized stage starts from: "relu", the plain network; "clip",
+    # its activations clipped to [0, 1] wherever the quantized network clips them (every
+    # quantized layer's input, and the block outputs the block_output policy quantizes),
+    # with float weights, so conversion changes only the rounding and the weights'
+    # tanh normalisation (docs/decisions.md).
+    fp_start: Literal["relu", "clip"] = "relu"
     channels_last: bool = True  # NHWC tensors: faster convolutions on CUDA and the CPU
     # Mixed precision of training and evaluation steps (autocast; GradScaler for fp16).
     # The quantizers always compute in fp32; a bit-width the dtype cannot hold is refused.

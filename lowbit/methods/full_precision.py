@@ -13,7 +13,10 @@ class FullPrecision:
     name = "fp"
 
     def recipe(self, ctx: Context) -> Recipe:
-        rounds = [Round(MAX_BITS, MAX_BITS, ctx.cfg.params.epochs, name="fp")]
+        # bits 32 with float weights: the plain network has no quantizer to set, the
+        # clipped one (common.fp_start: clip) clips its activations without rounding
+        epochs = ctx.cfg.params.epochs
+        rounds = [Round(MAX_BITS, MAX_BITS, epochs, name="fp", w_enabled=False)]
         return Recipe(self.name, rounds, fp=True)
 
 

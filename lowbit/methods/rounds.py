@@ -20,11 +20,12 @@ class Round:
     epochs: int
     a_enabled: bool = True  # False: activation quantizers off (plain ReLU inputs)
     name: str = ""
+    w_enabled: bool = True  # False: weight quantizers off (float weights: the clipped FP net)
 
     def apply(self, model: nn.Module) -> None:
         """Set every quantizer of `model` to this round's precision."""
         set_bits(model, w_bits=self.w_bits, a_bits=self.a_bits)
         for _, q in iter_quantizers(model, "weight"):
-            q.enabled = True
+            q.enabled = self.w_enabled
         for _, q in iter_quantizers(model, "activation"):
             q.enabled = self.a_enabled

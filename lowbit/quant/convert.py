@@ -91,6 +91,25 @@ def quantize(
     return model
 
 
+def clipped_float(model: nn.Module, block_output: str = "quantized") -> nn.Module:
+    """A copy of `model` whose activations are clipped to [0, 1] wherever `quantize`
+    would clip them, with float weights and nothing rounded: the FP network that matches
+    the quantizers (common.fp_start: clip). Its state dict keys are the float model's,
+    so its checkpoint loads into the quantized network and back.
+
+    >>> from lowbit.models import build_model
+    >>> c = clipped_float(build_model("resnet20", num_classes=10))
+    >>> sorted({(q.bits, q.enabled) for _, q in iter_quantizers(c, "activation")})
+    [(32, True)]
+    >>> {q.enabled for _, q in iter_quantizers(c, "weight")}
+    {False}
+    """
+    clipped = quantize(model, MAX_BITS, MAX_BITS, block_output=block_output)
+    for _, q in iter_quantizers(clipped, "weight"):
+        q.enabled = False
+    return clipped
+
+
 def _quantize_output(block: nn.Module, _args: object, output: Tensor) -> Tensor:
     """Forward hook: the block's output through its own activation quantizer."""
     return block.out_quant(output)

@@ -21,7 +21,7 @@ from lowbit import checkpoint, engine
 from lowbit.config import StageConfig
 from lowbit.errors import CheckpointError, ConfigError
 from lowbit.models import build_model
-from lowbit.quant.convert import load_float_state_dict, quantize
+from lowbit.quant.convert import clipped_float, load_float_state_dict, quantize
 
 # The loader seed of common.seed s is s * DATA_SEED_STRIDE: FFCV's orders draw from
 # (seed + epoch), so consecutive seeds would otherwise replay each other's epochs.
@@ -78,11 +78,21 @@ def arch_of(cfg: StageConfig, meta: Any) -> dict[str, Any]:
         "image_size": int(meta.image_size),
         "quantizer": cfg.common.quantizer,
         "block_output": cfg.common.block_output,
+        "fp_start": cfg.common.fp_start,
     }
 
 
 def fresh_fp(arch: dict[str, Any]) -> nn.Module:
     return build_model(arch["model"], arch["num_classes"], arch["image_size"])
+
+
+def fp_net(arch: dict[str, Any]) -> nn.Module:
+    """The full-precision network of the run's FP start (common.fp_start): the plain
+    float network, or the one clipped like the quantizers (float weights)."""
+    model = fresh_fp(arch)
+    if arch.get("fp_start", "relu") == "clip":
+        return clipped_float(model, arch.get("block_output", "quantized"))
+    return model
 
 
 @dataclass

@@ -62,7 +62,7 @@ def make_plan(cfg: StageConfig, method: Method, arch: dict[str, Any]) -> Plan:
 
 
 def _float_net(arch: dict[str, Any], init: chain.Init | None) -> nn.Module:
-    model = chain.fresh_fp(arch)
+    model = chain.fp_net(arch)
     if init is not None and init.state is not None:
         model.load_state_dict(init.state)
     return model
