@@ -13,7 +13,7 @@ import pandas as pd
 
 from lowbit.errors import LowbitError
 from lowbit.report import index, plots
-from lowbit.report.claims import claims
+from lowbit.report.claims import verdict_lines
 from lowbit.report.collect import Collection, bits_label, collect, read_history
 from lowbit.report.cost import equal_cost_table, results_table
 from lowbit.report.reference import load_reference
@@ -32,6 +32,7 @@ def _sections(
 ) -> list[index.Section]:
     """Per (model, dataset): best and final tables (Markdown + CSV) and the two figures."""
     sections = []
+    claims = verdict_lines(col.nets)  # Holm over the whole report: before any section
     pairs = col.nets[["model", "dataset"]].drop_duplicates().sort_values(["model", "dataset"])
     for model, dataset in pairs.itertuples(index=False):
         tables = []
@@ -56,7 +57,7 @@ def _sections(
         sections.append(
             index.Section(
                 model, dataset, tables, lines, [f for f in figs if f],
-                claims=claims(col.nets, model, dataset),
+                claims=claims.get((model, dataset), []),
                 results=extra["results"], equal_cost=extra["equal_cost"],
             )
         )  # fmt: skip

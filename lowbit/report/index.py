@@ -16,6 +16,7 @@ from typing import Any
 import pandas as pd
 
 from lowbit.report import accounting
+from lowbit.report.claims import INTRO as CLAIMS_INTRO
 from lowbit.report.decisions import decisions
 from lowbit.report.plots import Plot
 from lowbit.report.reference import COLUMNS as REFERENCE_COLUMNS
@@ -91,14 +92,7 @@ def _best_notes(sec: Section) -> list[tuple[str, list[str]]]:
             "(the paper claims every method improves on direct, §6):",
             sec.vs_direct,
         ),
-        (
-            "### The paper's claims against these numbers\n\n"
-            "Verdicts from the seeds of each method (docs/paper.md §6), whatever they say: a "
-            "Welch test of the difference in best-epoch top-1; **holds** / **does not hold** "
-            "when its 95 % interval excludes the claim's margin, **inconclusive** when it "
-            "does not, **needs ≥ 2 seeds** when a method has one run:",
-            sec.claims,
-        ),
+        (CLAIMS_INTRO, sec.claims),
     ]
     return [(intro, items) for intro, items in notes if items]
 

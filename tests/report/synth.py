@@ -106,3 +106,46 @@ def paper_runs(root: Path) -> Path:
     write_run(root, "in/fp", stage="pretrain", best_top1=69.9, best_top5=89.1, **fp, **r18)
     write_run(root, "in/ts", method="ts", best_top1=66.0, best_top5=86.5, **r18)
     return root
+
+
+# The stage that trains each method, as the shipped pipelines name them.
+STAGES = {
+    "fp": "pretrain",
+    "direct": "direct",
+    "ts": "quantize-activations",
+    "pq": "bit-decay",
+    "sp": "stochastic-precision",
+    "kd": "distill",
+    "ts+pq+kd": "ts-pq-kd",
+}
+FP_INIT = "runs/pretrain/model.pt"
+
+
+def seeded_runs(
+    root: Path,
+    table: dict[tuple[str, int], list[float | None]],
+    inits: dict[tuple[str, int], str | None] | None = None,
+) -> Path:
+    """Runs laid out as `lowbit archive` commits them: root/seed<N>/<stage>/<variant>.
+
+    table: (method, bits) → best top-1 per seed (None: that seed did not run it). Every
+    quantized run starts from its seed's FP network (init "runs/pretrain/model.pt"), TS
+    through its weights-only stage (also written); `inits` overrides a method's init
+    (None: no init recorded, as in results older than the field)."""
+    for (method, bits), values in table.items():
+        for seed, top1 in enumerate(values):
+            if top1 is None:
+                continue
+            fp = method == "fp"
+            variant = "" if fp else f"w{bits}a{bits}"
+            ts_init = f"runs/quantize-weights/{variant}/model.pt"
+            default = "scratch" if fp else ts_init if method == "ts" else FP_INIT
+            init = (inits or {}).get((method, bits), default)
+            if method == "ts":
+                write_run(root, f"seed{seed}/quantize-weights/{variant}", stage="quantize-weights",
+                          method="ts", w_bits=bits, a_bits=32, seed=seed, best_top1=top1 - 1,
+                          init=FP_INIT, history=False)  # fmt: skip
+            write_run(root, f"seed{seed}/{STAGES[method]}/{variant}".rstrip("/"),
+                      stage=STAGES[method], method=method, w_bits=bits, a_bits=bits, seed=seed,
+                      best_top1=top1, init=init, history=False)  # fmt: skip
+    return root

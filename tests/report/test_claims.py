@@ -1,94 +1,193 @@
-"""The paper's claims get verdicts from the seeds of our runs, with statistics: holds,
-does not hold, inconclusive, needs ≥ 2 seeds -- each pinned on a synthetic table."""
+"""The paper's claims get verdicts from the seeds of our runs: paired by seed where the runs
+share each seed's FP start, Welch where not, one-sided against fixed margins, Holm-adjusted
+over the whole report -- each rule pinned on synthetic runs."""
 
 from __future__ import annotations
 
-import math
+import re
 from pathlib import Path
 
 import pytest
+from scipy import stats
 
 from lowbit.report import build_report
-from lowbit.report.stats import FAILS, HOLDS, NEEDS_SEEDS, NOISE, contrast
-from tests.report.synth import write_run
+from lowbit.report.claims import claims_of, fp_roots
+from lowbit.report.collect import collect
+from lowbit.report.stats import FAILS, HOLDS, NEEDS_SEEDS, NOISE, PAIRED, WELCH
+from tests.report.synth import seeded_runs, write_run
+
+FP = [70.0, 72.0, 71.0]
+DIRECT = [50.0, 55.0, 52.0]
 
 
-def test_welch_contrast_matches_scipy():
-    from scipy import stats
-
-    a, b = [71.0, 72.5, 73.0, 70.2], [68.0, 69.5, 70.0]
-    c = contrast([a, b], [1, -1])
-    ref = stats.ttest_ind(a, b, equal_var=False)
-    assert c.t == pytest.approx(ref.statistic) and c.p == pytest.approx(ref.pvalue)
-    assert c.estimate == pytest.approx(sum(a) / 4 - sum(b) / 3)
-    assert c.low < c.estimate < c.high and c.verdict == HOLDS
+def _plus(base: list[float], gains: list[float]) -> list[float]:
+    return [b + g for b, g in zip(base, gains, strict=True)]
 
 
-@pytest.mark.parametrize(
-    "a,b,margin,verdict",
-    [
-        ([60.0, 61.0, 62.0], [50.0, 51.0, 52.5], 0.0, HOLDS),  # clearly above
-        ([50.0, 51.0, 52.0], [60.0, 61.0, 61.5], 0.0, FAILS),  # clearly below
-        ([50.0, 55.0, 52.0], [51.0, 54.0, 53.5], 0.0, NOISE),  # within noise
-        ([60.0], [50.0, 51.0, 52.0], 0.0, NEEDS_SEEDS),  # one seed: no test
-        ([69.6, 69.7, 69.8], [70.0, 70.2, 70.1], -1.0, HOLDS),  # within 1 point of FP
-        ([66.0, 66.5, 65.8], [70.0, 70.2, 70.1], -1.0, FAILS),  # 4 points below FP
-    ],
-)
-def test_the_four_verdicts(a, b, margin, verdict):
-    assert contrast([a, b], [1, -1], margin).verdict == verdict
+def _lines(runs: Path, out: Path) -> dict[str, str]:
+    """The report's verdict lines by claim."""
+    build_report(runs, out, reference_dir=None)
+    lines = [ln for ln in (out / "README.md").read_text().splitlines() if ln.startswith("- **")]
+    return {ln.split("** — ")[1].split(": ")[0]: ln for ln in lines}
 
 
-def test_identical_seeds_and_midpoint_contrast():
-    assert contrast([[2.0, 2.0], [1.0, 1.0]], [1, -1]).verdict == HOLDS
-    assert contrast([[1.0, 1.0], [1.0, 1.0]], [1, -1]).verdict == NOISE
-    # SP (60) against the midpoint of direct (50) and TS (58): 60 - 54 = +6
-    c = contrast([[60.0, 60.5, 59.5], [50.0, 50.5, 49.5], [58.0, 58.5, 57.5]], [1, -0.5, -0.5])
-    assert c.estimate == pytest.approx(6.0) and c.verdict == HOLDS
-    assert math.isnan(contrast([[1.0], [2.0]], [1, -1]).p)
+def _p(line: str, which: str) -> float:
+    """A printed p value; "< 0.001" reads as 0 (the tests compare to within 1e-3)."""
+    found = re.search(rf"{which} (= [0-9.]+|< 0.001)", line).group(1)
+    return 0.0 if found.startswith("<") else float(found[2:])
 
 
-SEEDS = {  # method: (stage, bits, best top-1 per seed)
-    "fp": ("pretrain", 32, [70.0, 70.4, 69.8]),
-    "direct": ("direct", 2, [50.0, 51.0, 49.5]),
-    "ts": ("quantize-activations", 2, [55.0, 56.0, 54.5]),  # holds
-    "pq": ("bit-decay", 2, [46.0, 47.0, 46.5]),  # does not hold
-    "sp": ("stochastic-precision", 2, [52.0, 48.0, 51.0]),  # inconclusive
-    "kd": ("distill", 2, [53.0]),  # needs seeds
-}
+def test_the_fp_start_is_where_the_init_chain_ends(tmp_path: Path) -> None:
+    seeded_runs(tmp_path / "results", {("fp", 32): FP[:2], ("ts", 2): [55.0, 56.0]})
+    live = tmp_path / "runs"  # the workspace: no seed folder
+    write_run(live, "pretrain", stage="pretrain", method="fp", w_bits=32, a_bits=32, seed=5,
+              init="scratch", history=False)  # fmt: skip
+    write_run(live, "quantize-weights/w2a2", stage="quantize-weights", a_bits=32, seed=5,
+              init="runs/pretrain/model.pt", history=False)  # fmt: skip
+    write_run(live, "quantize-activations/w2a2", seed=5,
+              init="runs/quantize-weights/w2a2/model.pt", history=False)  # fmt: skip
+    write_run(live, "other", stage="direct", seed=5, init="../elsewhere/model.pt", history=False)
+    write_run(live, "old", stage="bit-decay", seed=5, history=False)  # no init recorded
+    nets = collect([live, tmp_path / "results"]).nets
+    roots = dict(zip(nets["run"], fp_roots(nets), strict=True))
+    res = tmp_path / "results"
+    assert roots["seed1/quantize-activations/w2a2"] == str(res / "seed1" / "pretrain")
+    assert roots["seed1/quantize-weights/w2a2"] == str(res / "seed1" / "pretrain")
+    assert roots["seed0/pretrain"] == str(res / "seed0" / "pretrain")
+    assert roots["quantize-activations/w2a2"] == str(live / "pretrain")
+    assert roots["other"] == "../elsewhere/model.pt"  # no run of it here: the path
+    assert roots["old"] is None
 
 
-def _report(tmp_path: Path, flag_seed: int | None = None) -> list[str]:
-    runs = tmp_path / "runs"
-    for method, (stage, bits, values) in SEEDS.items():
-        for seed, v in enumerate(values):
-            conv = not (method == "ts" and seed == flag_seed)
-            write_run(runs, f"{method}/s{seed}", stage=stage, method=method, w_bits=bits,
-                      a_bits=bits, seed=seed, best_top1=v, history=False, converged=conv,
-                      late_gain=0.2 if conv else 2.5)  # fmt: skip
-    build_report(runs, tmp_path / "out", reference_dir=None)
-    text = (tmp_path / "out" / "README.md").read_text()
-    return [ln for ln in text.splitlines() if ln.startswith("- **")]
+def test_the_fp_start_is_looked_up_in_the_run_s_own_folder(tmp_path: Path) -> None:
+    # two folders hold seed 0 of one pipeline, each with its own FP network (say a plain
+    # and a clipped one): the same init path names a different network in each
+    seeded_runs(tmp_path / "plain", {("fp", 32): FP[:1], ("direct", 2): DIRECT[:1]})
+    seeded_runs(tmp_path / "clip", {("sp", 2): DIRECT[:1]})
+    write_run(tmp_path / "clip", "seed0/pretrain", stage="pretrain", method="fp", tag="clip",
+              w_bits=32, a_bits=32, seed=0, init="scratch", history=False)  # fmt: skip
+    nets = collect([tmp_path / "plain", tmp_path / "clip"]).nets
+    roots = dict(zip(nets["run_path"], fp_roots(nets), strict=True))
+    for where, stage in (("plain", "direct"), ("clip", "stochastic-precision")):
+        run = tmp_path / where / "seed0" / stage / "w2a2"
+        assert roots[str(run)] == str(tmp_path / where / "seed0" / "pretrain")
 
 
-def test_claims_in_the_report_carry_their_verdicts(tmp_path: Path) -> None:
-    lines = _report(tmp_path)
-    verdicts = {ln.split("** — ")[1].split(":")[0]: ln.split("**")[1] for ln in lines}
-    assert verdicts["ts beats direct at W2A2 (top-1 gain)"] == HOLDS
-    assert verdicts["pq beats direct at W2A2 (top-1 gain)"] == FAILS
-    assert verdicts["sp beats direct at W2A2 (top-1 gain)"] == NOISE
-    assert verdicts["kd beats direct at W2A2 (top-1 gain)"] == NEEDS_SEEDS
-    assert verdicts["joint KD improves direct at W2A2 (kd against direct)"] == NEEDS_SEEDS
-    sp_mid = (
-        "SP gives most of the multi-round benefit at W2A2 (SP minus the midpoint of direct and ts)"
+def test_paired_where_seeds_and_fp_start_are_shared_welch_where_not(tmp_path: Path) -> None:
+    table = {
+        ("fp", 32): FP,
+        ("direct", 2): DIRECT,
+        ("ts", 2): _plus(DIRECT, [1.0, 1.2, 0.8]),  # same seeds, same FP start
+        ("pq", 2): [None, 56.0, 53.0, 54.0],  # seeds 1, 2, 3
+        ("kd", 2): _plus(DIRECT, [1.0, 1.2, 0.8]),  # from another FP network
+    }
+    inits = {("kd", 2): "runs/pretrain-clip/model.pt", ("sp", 2): None}  # None: not recorded
+    seeded_runs(tmp_path, {**table, ("sp", 2): table[("ts", 2)]}, inits=inits)
+    nets = collect(tmp_path).nets
+    found = {c.text.split(" at ")[0]: c.test for c in claims_of(nets, "resnet20", "digits")}
+    assert (found["ts beats direct"].kind, found["ts beats direct"].n) == (PAIRED, (3,))
+    ref = stats.ttest_rel(table[("ts", 2)], DIRECT, alternative="greater")
+    assert found["ts beats direct"].p == pytest.approx(ref.pvalue)
+    pq = found["pq beats direct"]
+    assert (pq.kind, pq.why) == (WELCH, "different seeds")
+    assert found["kd beats direct"].why == "different FP starts"
+    assert found["sp beats direct"].why == "FP start unknown"
+    ref = stats.ttest_ind(table[("kd", 2)], DIRECT, equal_var=False, alternative="greater")
+    assert found["kd beats direct"].p == pytest.approx(ref.pvalue)
+    # the same gains as ts, unpaired: the seeds' spread swamps them
+    assert found["ts beats direct"].p < 0.01 < 0.3 < found["kd beats direct"].p
+
+
+def test_three_method_contrast_is_paired_on_per_seed_values(tmp_path: Path) -> None:
+    ts, sp = _plus(DIRECT, [4.0, 5.0, 4.5]), _plus(DIRECT, [3.0, 2.0, 2.6])
+    seeded_runs(tmp_path, {("direct", 2): DIRECT, ("ts", 2): ts, ("sp", 2): sp})
+    c = next(c for c in claims_of(collect(tmp_path).nets, "resnet20", "digits") if "SP" in c.text)
+    per_seed = [s - (d + t) / 2 for s, d, t in zip(sp, DIRECT, ts, strict=True)]
+    assert c.test.kind == PAIRED and c.test.estimate == pytest.approx(sum(per_seed) / 3)
+    ref = stats.ttest_1samp(per_seed, 0.0, alternative="greater")
+    assert c.test.p == pytest.approx(ref.pvalue)
+
+
+def test_verdicts_are_holm_adjusted_over_the_whole_report(tmp_path: Path) -> None:
+    gains = {
+        "ts": [5.0, 5.2, 4.9],  # holds
+        "pq": [1.0, 1.6, 0.5],  # raw p ≈ 0.04 < 0.05, but not after Holm
+        "sp": [-2.0, -2.5, -1.8],  # does not hold: the opposite test is significant
+        "kd": [0.5, -0.5, 1.0],  # inconclusive
+    }
+    table = {("fp", 32): FP, ("direct", 2): DIRECT}
+    table |= {(m, 2): _plus(DIRECT, g) for m, g in gains.items()}
+    lines = _lines(seeded_runs(tmp_path / "runs", table), tmp_path / "out")
+    sp_ts = zip(table[("sp", 2)], DIRECT, table[("ts", 2)], strict=True)
+    per_seed = {**gains, "mid": [s - (d + t) / 2 for s, d, t in sp_ts]}
+    raw = {m: stats.ttest_1samp(v, 0.0, alternative="greater").pvalue for m, v in per_seed.items()}
+    opp = {m: stats.ttest_1samp(v, 0.0, alternative="less").pvalue for m, v in per_seed.items()}
+    # 5 hypotheses: "kd beats direct" and "joint KD improves direct" are one
+    adj, adj_opp = _holm_by_hand(raw), _holm_by_hand(opp)
+    assert raw["pq"] < 0.05 <= adj["pq"]
+    for m, v in (("ts", HOLDS), ("pq", NOISE), ("sp", FAILS), ("kd", NOISE)):
+        line = lines[f"{m} beats direct at W2A2 (top-1 gain)"]
+        assert line.startswith(f"- **{v}** — ") and "paired t (n = 3 seeds)" in line
+        assert _p(line, "; p") == pytest.approx(raw[m], abs=1e-3)
+        assert _p(line, "Holm-adjusted p") == pytest.approx(adj[m], abs=1e-3), m
+    assert "detectable at power 0.8: " in lines["pq beats direct at W2A2 (top-1 gain)"]
+    kd = lines["joint KD improves direct at W2A2 (kd against direct)"]
+    assert _p(kd, "Holm-adjusted p") == pytest.approx(adj["kd"], abs=1e-3)
+    sp = lines["sp beats direct at W2A2 (top-1 gain)"]
+    assert adj_opp["sp"] == pytest.approx(4 * opp["sp"])  # second smallest of 5
+    assert sp.endswith(f"does not hold (opposite H1: Δ < 0, Holm-adjusted p = {adj_opp['sp']:.3f})")
+
+
+def _holm_by_hand(raw: dict[str, float]) -> dict[str, float]:
+    """Smallest p times m, the next times m − 1, ..., each at least the one before."""
+    adj, running = {}, 0.0
+    for rank, m in enumerate(sorted(raw, key=raw.get)):
+        running = max(running, min(1.0, (len(raw) - rank) * raw[m]))
+        adj[m] = running
+    return adj
+
+
+def test_w4a4_claim_tests_the_paper_s_full_method(tmp_path: Path) -> None:
+    # direct has the higher mean at W4A4; the claim is about ts+pq+kd all the same
+    table = {
+        ("fp", 32): FP,
+        ("direct", 4): _plus(FP, [-0.2, -0.3, -0.1]),
+        ("ts+pq+kd", 4): _plus(FP, [-0.5, -0.6, -0.45]),
+    }
+    lines = _lines(seeded_runs(tmp_path / "a", table), tmp_path / "out-a")
+    claim = "W4A4 within 1 point of FP (ts+pq+kd at W4A4 minus FP, non-inferiority)"
+    assert lines[claim].startswith("- **holds** — ")  # 0.5 below FP: within 1 point
+    assert "one-sided H1: Δ > −1.0" in lines[claim]
+    ref = stats.ttest_1samp([-0.5, -0.6, -0.45], -1.0, alternative="greater").pvalue
+    assert _p(lines[claim], "; p") == pytest.approx(ref, abs=1e-3)
+
+
+def test_w4a4_claim_without_the_full_method_corrects_for_the_choice(tmp_path: Path) -> None:
+    table = {
+        ("fp", 32): FP,
+        ("direct", 4): _plus(FP, [-3.0, -2.0, -2.6]),
+        ("sp", 4): _plus(FP, [-0.7, -0.9, -0.6]),
+    }
+    lines = _lines(seeded_runs(tmp_path / "runs", table), tmp_path / "out")
+    claim = next(k for k in lines if k.startswith("W4A4 within"))
+    assert claim == (
+        "W4A4 within 1 point of FP (sp at W4A4 minus FP, non-inferiority; the smallest p of "
+        "2 W4A4 methods, times 2)"
     )
-    assert sp_mid in verdicts
-    ts = next(ln for ln in lines if ln.startswith("- **holds** — ts beats"))
-    assert "+5.0 (95 % CI" in ts and "Welch t =" in ts and "n = 3, 3" in ts
-    assert "flagged" not in ts
+    raw = stats.ttest_1samp([-0.7, -0.9, -0.6], -1.0, alternative="greater").pvalue
+    assert _p(lines[claim], "; p") == pytest.approx(2 * raw, abs=1e-3)
 
 
-def test_a_verdict_on_an_unconverged_run_says_so(tmp_path: Path) -> None:
-    lines = _report(tmp_path, flag_seed=1)
-    ts = next(ln for ln in lines if "ts beats direct" in ln)
+def test_a_single_seed_needs_seeds_and_a_flagged_run_is_named(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    table = {("direct", 2): DIRECT, ("ts", 2): _plus(DIRECT, [5.0, 5.2, 4.9]),
+             ("kd", 2): [53.0, None, None]}  # fmt: skip
+    seeded_runs(runs, table)
+    write_run(runs, "seed1/quantize-activations/w2a2", seed=1, best_top1=60.2, converged=False,
+              late_gain=2.5, init="runs/quantize-weights/w2a2/model.pt", history=False)  # fmt: skip
+    lines = _lines(runs, tmp_path / "out")
+    kd = lines["kd beats direct at W2A2 (top-1 gain)"]
+    assert kd.startswith(f"- **{NEEDS_SEEDS}** — kd beats direct")
+    assert kd.endswith("(top-1 gain): Δ = +0.7 (n = 1, 3: no test)")
+    ts = lines["ts beats direct at W2A2 (top-1 gain)"]
     assert ts.endswith("rests on runs flagged ts W2A2 seed 1 not converged")
