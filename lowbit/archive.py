@@ -3,14 +3,14 @@
     lowbit archive --to results                # the runs in the workspace
     lowbit archive --to results --experiments  # every DVC experiment of HEAD (the queue's)
 
-DVC caches the run folders (model.pt is large); the few kilobytes a report needs from each
-run -- metrics.json, history.csv, run.json -- are copied to `<to>/seed<seed>/<stage>/
-<variant>/`, a folder meant to be committed. The report reads it beside runs/
-(`report.results`), so a later seed adds to the tables without rerunning earlier ones.
-With `--experiments` the files come from each experiment's cached outputs (DVC's
-filesystem at the experiment's revision), so seeds run with `dvc exp run --queue` are
-gathered without applying them one by one. An archived run is never silently replaced
-by a different one.
+DVC caches the run folders (model.pt is large); the few kilobytes a report needs from
+each run -- metrics.json, history.csv, run.json -- are copied to
+`<to>/seed<seed>/<stage>/<slug>/` (the run's identity, lowbit.identity), a folder meant
+to be committed. The report reads it beside runs/ (`report.results`), so a later seed
+adds to the tables without rerunning earlier ones. With `--experiments` the files come
+from each experiment's cached outputs (DVC's filesystem at the experiment's revision),
+so seeds run with `dvc exp run --queue` are gathered without applying them one by one.
+An archived run is never silently replaced by a different one.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from pathlib import Path, PurePosixPath
 
 from lowbit.checkpoint import atomic_write_bytes
 from lowbit.errors import ConfigError
+from lowbit.identity import RunId
 
 FILES = ("metrics.json", "history.csv", "run.json")
 # (run folder relative to runs_dir, {file name: bytes}) per finished run
@@ -73,18 +74,21 @@ def _experiment_runs(project: Path, runs_rel: str) -> list[Run]:
     return out
 
 
-def _seed_of(rel: PurePosixPath, files: dict[str, bytes]) -> int:
-    seed = json.loads(files["metrics.json"]).get("seed")
-    if not isinstance(seed, int):
-        raise ConfigError(f"{rel}/metrics.json: no integer 'seed'; not a lowbit run")
-    return seed
+def _target(rel: PurePosixPath, files: dict[str, bytes]) -> PurePosixPath:
+    """seed<N>/<stage>/<slug> of a run, from its metrics.json (lowbit.identity)."""
+    metrics = json.loads(files["metrics.json"])
+    seed = metrics.get("seed")
+    if not isinstance(seed, int) or not isinstance(metrics.get("stage"), str):
+        raise ConfigError(f"{rel}/metrics.json: no integer 'seed' or no 'stage'; not a lowbit run")
+    run = RunId.of(metrics, rel.name)
+    return PurePosixPath(f"seed{seed}", run.stage, run.slug())
 
 
 def _write(runs: list[Run], dest: Path, force: bool) -> list[Path]:
-    """Write every run to dest/seed<N>/<rel>; checks all before writing any."""
+    """Write every run to dest/seed<N>/<stage>/<slug>; checks all before writing any."""
     if not runs:
         raise ConfigError("no finished runs found: nothing to archive")
-    targets = [(dest / f"seed{_seed_of(rel, f)}" / rel, f) for rel, f in runs]
+    targets = [(dest / _target(rel, f), f) for rel, f in runs]
     seen: dict[Path, dict[str, bytes]] = {}
     for target, files in targets:
         if target in seen and seen[target] != files and not force:

@@ -108,7 +108,7 @@ def check_controller() -> None:
 def job_folder(cfg: StageConfig) -> Path:
     """A new folder per job: ids restart after a cluster wipe, and a reused folder would
     hand back an old job's result."""
-    name = f"{cfg.stage}-{cfg.variant}" if cfg.variant else cfg.stage
+    name = f"{cfg.stage}-{cfg.run.slug()}" if cfg.run else cfg.stage
     stamp = time.strftime("%Y%m%d-%H%M%S")
     folder = cfg.path(cfg.slurm.folder) / name / f"{stamp}-{uuid.uuid4().hex[:8]}"
     folder.mkdir(parents=True)
@@ -272,6 +272,16 @@ def launch(cfg: StageConfig, fn: StageFn | None = None) -> dict[str, Any]:
         return job.results()[0]
     except (FailedJobError, UncompletedJobError) as e:
         raise _failure(job, cfg, e) from None
+
+
+def launch_runs(cfgs: list[StageConfig]) -> list[dict[str, Any]]:
+    """Launch the runs of a stage one after another; their metrics. Runs that keep their
+    round checkpoints (common.keep_resume, `--all`) lose them once every run finished."""
+    found = [launch(cfg) for cfg in cfgs]
+    for cfg in cfgs:
+        if cfg.run is not None and cfg.common.keep_resume:
+            shutil.rmtree(cfg.resume_dir, ignore_errors=True)
+    return found
 
 
 def _failure(job: Any, cfg: StageConfig, err: Exception) -> LowbitError:

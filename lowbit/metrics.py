@@ -53,6 +53,12 @@ class NetMetrics(_Schema):
     best_top1: Pct | None = None
     best_top5: Pct | None = None
     best_epoch: Num | None = None
+    # held-out test images (prepare.holdout_per_class): after the last epoch and after
+    # the epoch the validation images chose
+    test_top1: Pct | None = None
+    test_top5: Pct | None = None
+    best_test_top1: Pct | None = None
+    best_test_top5: Pct | None = None
     epochs: Num | None = None
     wall_s: Num | None = None
     images_per_s: Num | None = None
@@ -77,6 +83,8 @@ class RunMetrics(NetMetrics):
     tag: str = ""  # another run of the same stage and bits (e.g. "long")
     quantizer: str | None = None
     block_output: str | None = None
+    fp_start: str | None = None  # the FP network the chain starts from (absent: relu)
+    slug: str | None = None  # the run's name (lowbit.identity); absent in older runs
     budget_epochs: Num | None = None  # network-epochs after FP pretraining, init chain included
     final_epochs: Num | None = None  # epochs of the final round: direct's recipe
     extra_epochs: Num | None = None  # budget_epochs beyond the final network's own epochs

@@ -65,7 +65,7 @@ def test_a_checkpoint_carries_its_config_and_provenance(tmp_path):
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(PARAMS))
     for stage in ("prepare", "pretrain"):
         stage_function(stage)(load_config(stage, tmp_path / "params.yaml"))
-    state = checkpoint.load(tmp_path / "runs" / "pretrain" / "model.pt")  # weights_only
+    state = checkpoint.load(tmp_path / "runs" / "pretrain" / "fp" / "model.pt")  # weights_only
     assert state["config"]["pretrain"]["epochs"] == 1 and state["config"]["common"]["seed"] == 0
     assert set(state["provenance"]) >= {"git_commit", "versions", "device", "started"}
 

@@ -6,8 +6,9 @@ line, `error: …`, exit status 2; `--debug` shows the traceback instead) and `b
 
 from __future__ import annotations
 
+import ast
 import enum
-import importlib
+import importlib.util
 import json
 import sys
 from collections.abc import Callable
@@ -19,6 +20,7 @@ import typer
 from lowbit.cli.bench import bench_app
 from lowbit.cli.errors import OneLineErrors, fail, guarded
 from lowbit.config import QUANT_STAGES, STAGES
+from lowbit.errors import ConfigError
 
 app = typer.Typer(
     cls=OneLineErrors,
@@ -58,26 +60,48 @@ ExecOpt = Annotated[
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show tracebacks.")]
 
 
+AllOpt = Annotated[
+    bool,
+    typer.Option(
+        "--all",
+        help="Every run params.yaml's pipeline section lists for this stage (its bit-widths, "
+        "pretrain's FP starts, direct's long runs), one after another: what dvc.yaml runs.",
+    ),
+]
+
+
 def _run_stage(stage: str, params: Path, sets: list[str] | None, bits: tuple, how: tuple) -> None:
-    """Load the config (bits: (w, a) or Nones), launch, print the metrics as JSON."""
-    from lowbit.config import load_config
-    from lowbit.launch import launch
+    """Load the config of one run (bits: (w, a) or Nones) or of every run (--all), launch
+    them one after another, print the metrics as JSON (a list with --all)."""
+    from lowbit.config import load_config, load_runs
+    from lowbit.launch import launch_runs
 
-    executor, debug = how
+    executor, debug, every = how
+    ex = executor and executor.value
 
-    def go() -> dict[str, Any]:
-        cfg = load_config(stage, params, sets or [], *bits, executor and executor.value)
-        return launch(cfg)
+    def go() -> list[dict[str, Any]]:
+        if every:
+            if bits != (None, None):
+                raise ConfigError("--all runs the pipeline's bit-widths: drop --bits")
+            return launch_runs(load_runs(stage, params, sets or [], ex))
+        return launch_runs([load_config(stage, params, sets or [], *bits, ex)])
 
-    metrics = guarded(debug, go)
-    shown = {k: v for k, v in (metrics or {}).items() if isinstance(v, int | float | str)}
-    typer.echo(json.dumps(shown, indent=2, default=str))
+    found = guarded(debug, go) or []
+    shown = [{k: v for k, v in m.items() if isinstance(v, int | float | str)} for m in found]
+    typer.echo(json.dumps(shown if every else shown[0], indent=2, default=str))
+
+
+def _stage_doc(stage: str) -> str:
+    """A stage's help: its module's docstring, read without importing the module (the
+    training stages import torch, which `lowbit --help` need not load)."""
+    spec = importlib.util.find_spec(f"lowbit.stages.{stage.replace('-', '_')}")
+    source = Path(spec.origin).read_text() if spec and spec.origin else ""
+    return (ast.get_docstring(ast.parse(source)) or stage).strip()
 
 
 def _make_stage_command(stage: str) -> Callable[..., None]:
     """The command of one stage; only quantized stages take --bits / --w-bits / --a-bits."""
-    module = importlib.import_module(f"lowbit.stages.{stage.replace('-', '_')}")
-    doc = (module.__doc__ or stage).strip()
+    doc = _stage_doc(stage)
 
     def quantized(
         params: ParamsOpt = Path("params.yaml"),
@@ -86,19 +110,21 @@ def _make_stage_command(stage: str) -> Callable[..., None]:
         w_bits: WOpt = None,
         a_bits: AOpt = None,
         executor: ExecOpt = None,
+        all_: AllOpt = False,
         debug: DebugOpt = False,
     ) -> None:
         w = w_bits if w_bits is not None else bits
         a = a_bits if a_bits is not None else bits
-        _run_stage(stage, params, set_, (w, a), (executor, debug))
+        _run_stage(stage, params, set_, (w, a), (executor, debug, all_))
 
     def plain(
         params: ParamsOpt = Path("params.yaml"),
         set_: SetOpt = None,
         executor: ExecOpt = None,
+        all_: AllOpt = False,
         debug: DebugOpt = False,
     ) -> None:
-        _run_stage(stage, params, set_, (None, None), (executor, debug))
+        _run_stage(stage, params, set_, (None, None), (executor, debug, all_))
 
     command = quantized if stage in QUANT_STAGES else plain
     command.__doc__ = doc

@@ -12,6 +12,7 @@ from lowbit.config.loading import (
     apply_overrides,
     explain,
     load_config,
+    load_runs,
     read_params,
     stage_bits,
     validate,
@@ -42,5 +43,5 @@ __all__ = [
     "Direct", "Distill", "LongDirect", "Optim", "Pipeline", "Prepare", "Pretrain",
     "QuantizeActivations", "QuantizeWeights", "Quantized", "Report", "Slurm", "StageConfig",
     "StochasticPrecision", "Train", "TsPqKd", "apply_overrides", "explain", "load_config",
-    "read_params", "section_key", "stage_bits", "validate",
+    "load_runs", "read_params", "section_key", "stage_bits", "validate",
 ]  # fmt: skip

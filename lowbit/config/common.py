@@ -8,9 +8,9 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from lowbit.config.base import _Strict
+from lowbit.config.base import QUANT_STAGES, _Strict
 from lowbit.errors import ConfigError
-from lowbit.quant.functional import check_bits
+from lowbit.identity import MODELS, check_bits
 
 
 class Common(_Strict):
@@ -20,7 +20,7 @@ class Common(_Strict):
     data_dir: Path = Path("data/prepared")  # prepared .beton files
     runs_dir: Path = Path("runs")  # stage outputs: runs/<stage>/<variant>/
     reports_dir: Path = Path("reports")
-    # dvclive logs, <live_dir>/<stage>/<variant>/ (metrics.json, plots/metrics/*.tsv);
+    # dvclive logs: <live_dir>/<stage>/<slug>/ (plots) and <live_dir>/metrics/<stage>/<slug>.json;
     # null: no dvclive log (the per-epoch lines still go to stderr)
     live_dir: Path | None = Path("dvclive")
     model: str = "resnet20"
@@ -49,12 +49,15 @@ class Common(_Strict):
     # torch.compile the training and evaluation steps (inductor fuses every quantizer
     # into the ops around it, on CUDA and on the CPU); recompiles once per bit-width.
     compile: bool = False
+    # Keep a finished run's round checkpoints (runs/.resume/): `lowbit stage … --all` sets
+    # it while it trains a stage's runs one after another, so that a rerun of a stage
+    # stopped half-way (DVC deletes the stage's folder first) resumes the runs that had
+    # finished instead of training them again; it deletes them once every run finished.
+    keep_resume: bool = False
 
     @field_validator("model")
     @classmethod
     def _known_model(cls, v: str) -> str:
-        from lowbit.models import MODELS
-
         if v not in MODELS:
             raise ValueError(f"unknown model {v!r}; choose one of {', '.join(MODELS)}")
         return v
@@ -67,22 +70,58 @@ class LongDirect(_Strict):
     epochs: int = Field(24, ge=1)
 
 
+def _bit_list(v: list[int]) -> list[int]:
+    try:
+        for b in v:
+            check_bits(b, "pipeline bits")
+    except ConfigError as e:
+        raise ValueError(str(e)) from None
+    return v
+
+
 class Pipeline(_Strict):
-    """What the pipeline's dvc.yaml runs (read by DVC's templating, `${pipeline.…}`): the
-    bit-widths of its matrix stages, and optional extra runs."""
+    """The runs of each stage of the pipeline (`lowbit stage <name> --all`, which dvc.yaml
+    calls): the bit-widths (w = a) of the quantized stages, pretrain's FP networks, and
+    optional extra runs."""
 
-    bits: list[int] = [2, 4]
-    ts_pq_kd_bits: list[int] = [2, 4]
+    # Where lowbit's source lies, seen from params.yaml's folder: dvc.yaml's code
+    # dependencies (the paper pipelines in pipeline/<name>/ share the root's dvc.yaml).
+    code: str = "."
+    bits: list[int] = [2, 4]  # the bit-widths (w = a) of every quantized stage ...
+    # ... but these stages' own, e.g. {ts-pq-kd: [2], stochastic-precision: [2]}
+    stage_bits: dict[str, list[int]] = {}
     long_direct: LongDirect | None = None
+    # The FP networks `pretrain --all` trains (common.fp_start); null: common.fp_start only.
+    # The report compares with the plain one (relu), the quantized stages start from
+    # common.fp_start's.
+    fp_starts: list[Literal["relu", "clip"]] | None = None
 
-    @field_validator("bits", "ts_pq_kd_bits")
+    def runs(self, stage: str) -> list[tuple[int | None, list[str]]]:
+        """(bit-width or None, --set overrides) of every run of `stage`."""
+        if stage == "pretrain":
+            return [(None, [f"common.fp_start={s}"]) for s in self.fp_starts or []] or [(None, [])]
+        if stage not in QUANT_STAGES:
+            return [(None, [])]
+        out: list[tuple[int | None, list[str]]] = [
+            (b, []) for b in self.stage_bits.get(stage, self.bits)
+        ]
+        if stage == "direct" and self.long_direct is not None:
+            extra = ["tag=long", f"epochs={self.long_direct.epochs}"]
+            out += [(b, extra) for b in self.long_direct.bits]
+        return out
+
+    @field_validator("bits")
     @classmethod
     def _bits(cls, v: list[int]) -> list[int]:
-        try:
-            for b in v:
-                check_bits(b, "pipeline bits")
-        except ConfigError as e:
-            raise ValueError(str(e)) from None
+        return _bit_list(v)
+
+    @field_validator("stage_bits")
+    @classmethod
+    def _stage_bits(cls, v: dict[str, list[int]]) -> dict[str, list[int]]:
+        for stage, bits in v.items():
+            if stage not in QUANT_STAGES:
+                raise ValueError(f"stage_bits: {stage!r} is not a quantized stage ({QUANT_STAGES})")
+            _bit_list(bits)
         return v
 
 

@@ -152,6 +152,19 @@ def load_config(
     return cfg
 
 
+def load_runs(stage: str, params: Path, sets: list[str] | None = None,
+              executor: str | None = None) -> list[StageConfig]:  # fmt: skip
+    """The configs of every run the pipeline section lists for `stage` (Pipeline.runs),
+    each with common.keep_resume set (see lowbit.config.common.Common)."""
+    raw = read_params(Path(params))
+    pipe = validate(Pipeline, raw.get("pipeline"), "pipeline", str(params))
+    keep = ["common.keep_resume=true"]
+    return [
+        load_config(stage, params, [*extra, *keep, *(sets or [])], bits, bits, executor)
+        for bits, extra in pipe.runs(stage)
+    ]
+
+
 def stage_bits(params: Any) -> list[int]:
     """Every weight / activation bit-width a quantized stage trains at."""
     bits = {params.w_bits, params.a_bits, *getattr(params, "students", [])}
@@ -162,13 +175,13 @@ def stage_bits(params: Any) -> list[int]:
 
 def _check_precision(cfg: StageConfig, src: str) -> None:
     """fp16 / bf16 casts the quantizers' levels: refuse bit-widths they would merge."""
-    from lowbit.quant.precision import check_precision
-
     c = cfg.common
     if c.precision == "fp16" and c.device == "cpu":
         raise ConfigError(f"{src}: common.precision fp16 needs a CUDA device; use bf16 on the CPU")
     if c.precision == "fp32" or not isinstance(cfg.params, Quantized):
         return
+    from lowbit.quant.precision import check_precision  # torch: only when it has work
+
     for b in stage_bits(cfg.params):
         for role in ("weight", "activation"):
             try:

@@ -10,13 +10,18 @@ from pydantic import Field, field_validator, model_validator
 
 from lowbit.config.base import TRAINING_STAGES, _Strict
 from lowbit.errors import ConfigError
-from lowbit.quant.functional import check_bits
+from lowbit.identity import check_bits, check_tag
 
 
 class Prepare(_Strict):
     image_size: int = Field(32, ge=8, le=1024)
     val_fraction: float = Field(0.2, gt=0, lt=1)  # digits only
     train_per_class: int | None = Field(None, ge=1)  # class-balanced training subset
+    # Validation images held out of the training set, per class (taken first from images
+    # the training subset does not use): epochs are chosen on them, and the source's own
+    # evaluation images become the `test` split the report quotes. null: validate on
+    # the source's evaluation images (digits: its own train/val split).
+    holdout_per_class: int | None = Field(None, ge=1)
     encoding: Literal["raw", "jpeg"] = "raw"
     jpeg_quality: int = Field(90, ge=1, le=100)
 
@@ -107,7 +112,15 @@ class Quantized(Train):
     init_tag: str = ""  # the tag of the init stage's output, if it has one
     # Tells apart several runs of one stage at the same bits (e.g. bit-decay alone and
     # bit-decay with two-stage + KD): output runs/<stage>/w<w>a<a>-<tag>.
-    tag: str = Field("", pattern=r"^[a-z0-9+-]*$")
+    tag: str = ""
+
+    @field_validator("tag", "init_tag")
+    @classmethod
+    def _tag(cls, v: str) -> str:
+        try:
+            return check_tag(v)
+        except ConfigError as e:
+            raise ValueError(str(e)) from None
 
     @field_validator("w_bits", "a_bits")
     @classmethod

@@ -7,7 +7,25 @@ from typing import Any
 
 from lowbit.config.base import _Strict
 from lowbit.config.common import Common, Slurm
-from lowbit.config.sections import Quantized
+from lowbit.config.sections import Quantized, Train
+from lowbit.identity import RunId
+
+
+def run_id(stage: str, common: Common, params: Any) -> RunId | None:
+    """The identity of the run a stage's config describes (None: not a training stage)."""
+    if not isinstance(params, Train):
+        return None
+    q = isinstance(params, Quantized)
+    return RunId(
+        stage,
+        params.w_bits if q else 32,
+        params.a_bits if q else 32,
+        model=common.model,
+        quantizer=common.quantizer,
+        block_output=common.block_output,
+        fp_start=common.fp_start,
+        tag=params.tag if q else "",
+    )
 
 
 class StageConfig(_Strict):
@@ -31,34 +49,40 @@ class StageConfig(_Strict):
         return self.path(self.common.runs_dir)
 
     @property
-    def variant(self) -> str:
-        p = self.params
-        if not isinstance(p, Quantized):
-            return ""
-        return f"w{p.w_bits}a{p.a_bits}" + (f"-{p.tag}" if p.tag else "")
+    def run(self) -> RunId | None:
+        """This run's identity (None for prepare and report, which train nothing)."""
+        return run_id(self.stage, self.common, self.params)
 
     @property
-    def init_variant(self) -> str:
-        """The output folder name of this stage's init stage (same bits)."""
-        p = self.params
-        if not isinstance(p, Quantized) or p.init in ("pretrain", "scratch"):
-            return ""
-        return f"w{p.w_bits}a{p.a_bits}" + (f"-{p.init_tag}" if p.init_tag else "")
-
-    @property
-    def live_dir(self) -> Path | None:
-        """This stage's dvclive folder, <live_dir>/<stage>[/<variant>], or None."""
-        if self.common.live_dir is None:
+    def init_run(self) -> RunId | None:
+        """The identity of the run this stage starts from (None: from scratch)."""
+        p, run = self.params, self.run
+        if run is None or run.fp or p.init == "scratch":
             return None
-        d = self.path(self.common.live_dir) / self.stage
-        return d / self.variant if self.variant else d
+        return run.init(p.init, p.init_tag)
 
-    def out_dir(self, stage: str | None = None, variant: str | None = None) -> Path:
-        """runs/<stage>/<variant>: where a stage writes (default: this stage)."""
-        stage = stage or self.stage
-        variant = self.variant if variant is None else variant
-        d = self.runs_dir / stage
-        return d / variant if variant else d
+    @property
+    def live(self) -> tuple[Path, Path] | None:
+        """This run's dvclive log, or None: its folder (plots), <live_dir>/<stage>/<slug>,
+        and its metrics file, <live_dir>/metrics/<stage>/<slug>.json."""
+        if self.common.live_dir is None or self.run is None:
+            return None
+        root, slug = self.path(self.common.live_dir), self.run.slug()
+        return root / self.stage / slug, root / "metrics" / self.stage / f"{slug}.json"
+
+    @property
+    def resume_dir(self) -> Path:
+        """runs/.resume/<stage>/<slug>: the run's round checkpoints, outside DVC's folders."""
+        if self.run is None:
+            raise ValueError(f"stage {self.stage!r} trains nothing")
+        return self.runs_dir / ".resume" / self.stage / self.run.slug()
+
+    def out_dir(self, run: RunId | None = None) -> Path:
+        """runs/<stage>/<slug>: where a run writes (default: this stage's run)."""
+        run = run or self.run
+        if run is None:
+            raise ValueError(f"stage {self.stage!r} writes no run folder")
+        return self.runs_dir / run.stage / run.slug()
 
     def to_dict(self) -> dict[str, Any]:
         return {

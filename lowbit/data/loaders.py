@@ -144,36 +144,58 @@ def build_loaders(
     (or its fields as keywords): see LoaderOptions. Training drops the last partial
     batch; val keeps it."""
     o = replace(options or LoaderOptions(), **overrides)
+    meta, backend, augment = _open(Path(data_dir), batch_size, o)
+    if meta.counts["train"] < batch_size * (dist.get_world_size() if o.distributed else 1):
+        raise DataError(
+            f"{data_dir}: {meta.counts['train']} training samples are fewer than one batch "
+            f"({batch_size}); training drops partial batches"
+        )
+    train = _loader(Path(data_dir), "train", (meta, backend, augment), batch_size, o)
+    return train, _loader(Path(data_dir), "val", (meta, backend, augment), batch_size, o)
+
+
+def build_eval_loader(
+    data_dir: Path, split: str, batch_size: int, options: LoaderOptions | None = None
+) -> EpochLoader | None:
+    """An evaluation loader over another split (the held-out `test` images, when
+    prepare wrote them; None when it did not), transformed like the val loader."""
+    o = options or LoaderOptions()
+    meta, backend, augment = _open(Path(data_dir), batch_size, o)
+    if split not in meta.counts:
+        return None
+    return _loader(Path(data_dir), split, (meta, backend, augment), batch_size, o)
+
+
+def _open(data_dir: Path, batch_size: int, o: LoaderOptions) -> tuple[DatasetMeta, str, str]:
+    """(meta, backend, resolved augment) of a prepared dataset, its files verified."""
     _check(batch_size, o.workers, o.augment, o.order, o.distributed)
-    data_dir = Path(data_dir)
     meta = DatasetMeta.load(data_dir)
     verify_files(meta, data_dir, o.verify)
     backend = _resolve_backend(o.backend, meta)
     augment = o.augment
     if augment == "auto":
         augment = "cifar" if meta.image_size <= 64 else "imagenet"
-    if meta.counts["train"] < batch_size * (dist.get_world_size() if o.distributed else 1):
-        raise DataError(
-            f"{data_dir}: {meta.counts['train']} training samples are fewer than one batch "
-            f"({batch_size}); training drops partial batches"
-        )
-    loaders = []
-    for split, train in (("train", True), ("val", False)):
-        spec = LoaderSpec(
-            path=data_dir / meta.data_file(split),
-            meta=meta,
-            train=train,
-            batch_size=batch_size,
-            workers=o.workers,
-            device=torch.device(o.device),
-            seed=o.seed,
-            augment=augment if train else ("none" if augment == "cifar" else augment),
-            order=o.order,
-            distributed=o.distributed,
-            size=_resolve_size(meta, augment, o.crop_size),
-        )
-        loaders.append(_make_loader(spec, backend))
-    return loaders[0], loaders[1]
+    return meta, backend, augment
+
+
+def _loader(data_dir: Path, split: str, opened: tuple[DatasetMeta, str, str], batch_size: int,
+            o: LoaderOptions) -> EpochLoader:  # fmt: skip
+    meta, backend, augment = opened
+    train = split == "train"
+    spec = LoaderSpec(
+        path=data_dir / meta.data_file(split),
+        meta=meta,
+        train=train,
+        batch_size=batch_size,
+        workers=o.workers,
+        device=torch.device(o.device),
+        seed=o.seed,
+        augment=augment if train else ("none" if augment == "cifar" else augment),
+        order=o.order,
+        distributed=o.distributed,
+        size=_resolve_size(meta, augment, o.crop_size),
+    )
+    return _make_loader(spec, backend)
 
 
 def _make_loader(spec: LoaderSpec, backend: str) -> EpochLoader:

@@ -18,7 +18,10 @@ from lowbit.errors import DataError
 
 META_NAME = "meta.json"
 SCHEMA = 1
-SPLITS = ("train", "val")
+SPLITS = ("train", "val")  # always written
+# written beside them when prepare holds validation images out of the training set: the
+# source's own evaluation images become `test`, reported but never used to choose
+OPTIONAL_SPLITS = ("test",)
 FULL_HASH_LIMIT = 1 << 30  # verify="auto": sha256 up to 1 GiB per file, size only above
 
 
@@ -44,6 +47,11 @@ class DatasetMeta:
     ffcv_version: str | None = None
     schema: int = SCHEMA
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def splits(self) -> tuple[str, ...]:
+        """The splits this preparation wrote: train, val, and test when it held out
+        validation images."""
+        return SPLITS + tuple(s for s in OPTIONAL_SPLITS if s in self.counts)
 
     def data_file(self, split: str) -> str:
         return f"{split}.{self.format}"
@@ -92,7 +100,7 @@ def verify_files(meta: DatasetMeta, data_dir: Path, verify: str = "auto") -> Non
     or "auto" with files up to 1 GiB (hashing ImageNet on every start costs minutes)."""
     if verify not in ("auto", "full", "size"):
         raise DataError(f"verify must be 'auto', 'full' or 'size', got {verify!r}")
-    for split in SPLITS:
+    for split in meta.splits():
         name = meta.data_file(split)
         path = Path(data_dir) / name
         rec = meta.files.get(name)

@@ -19,9 +19,9 @@ import numpy as np
 
 import lowbit
 from lowbit.data.backend import ffcv_available, ffcv_version
-from lowbit.data.meta import META_NAME, SPLITS, DatasetMeta, file_record
+from lowbit.data.meta import META_NAME, OPTIONAL_SPLITS, SPLITS, DatasetMeta, file_record
 from lowbit.data.sources import SOURCES, Source, load_source
-from lowbit.data.splits import Split, per_class_subset
+from lowbit.data.splits import Split, per_class_holdout, per_class_subset
 from lowbit.data.writer import mean_std, write_npz
 from lowbit.errors import ConfigError, DataError
 
@@ -66,26 +66,35 @@ def _write_split(split: Split, path: Path, fmt: str, o: PrepareOptions) -> np.nd
     return write_beton(split, path, (o.encoding, o.jpeg_quality), o.workers, o.timeout_s, max_bytes)
 
 
-def _select(src: Source, train_per_class: int | None, val_per_class: int | None,
-            seed: int) -> dict[str, Split]:  # fmt: skip
-    """The splits to write: class-balanced seeded subsets where asked for."""
-    splits = {"train": src.train, "val": src.val}
-    for name, k in (("train", train_per_class), ("val", val_per_class)):
-        if k is not None:
-            if k < 1:
-                raise ConfigError(f"{name}_per_class must be >= 1, got {k}")
-            splits[name] = splits[name].subset(per_class_subset(splits[name].labels, k, seed))
-    return splits
+def _select(src: Source, o: PrepareOptions) -> dict[str, Split]:
+    """The splits to write: class-balanced seeded subsets where asked for. With
+    holdout_per_class, `val` is held out of the training source (its images never in
+    `train`) and the source's own evaluation images become `test`."""
+    for name, k in (("train", o.train_per_class), ("val", o.val_per_class),
+                    ("holdout", o.holdout_per_class)):  # fmt: skip
+        if k is not None and k < 1:
+            raise ConfigError(f"{name}_per_class must be >= 1, got {k}")
+    evaluation = src.val
+    if o.val_per_class is not None:
+        evaluation = evaluation.subset(per_class_subset(evaluation.labels, o.val_per_class, o.seed))
+    if o.holdout_per_class is None:
+        train = src.train
+        if o.train_per_class is not None:
+            train = train.subset(per_class_subset(train.labels, o.train_per_class, o.seed))
+        return {"train": train, "val": evaluation}
+    keep, held = per_class_holdout(src.train.labels, o.train_per_class, o.holdout_per_class, o.seed)
+    return {"train": src.train.subset(keep), "val": src.train.subset(held), "test": evaluation}
 
 
 def _commit(out_dir: Path, temps: dict[str, Path], fmt: str, meta: DatasetMeta) -> None:
     """Rename the finished temp files into place; meta.json goes last."""
     (out_dir / META_NAME).unlink(missing_ok=True)  # the old set stops looking complete
-    for n in SPLITS:
+    for n in temps:
         os.replace(temps[n], out_dir / f"{n}.{fmt}")
-    other = "npz" if fmt == "beton" else "beton"
-    for n in SPLITS:  # files of an earlier preparation in the other format
-        (out_dir / f"{n}.{other}").unlink(missing_ok=True)
+    for n in (*SPLITS, *OPTIONAL_SPLITS):  # an earlier preparation's other files
+        for f in ("npz", "beton"):
+            if n not in temps or f != fmt:
+                (out_dir / f"{n}.{f}").unlink(missing_ok=True)
     meta.write(out_dir)
 
 
@@ -107,6 +116,11 @@ class PrepareOptions:
     timeout_s: float = 600
     format: str = "auto"
     val_per_class: int | None = None
+    holdout_per_class: int | None = None  # validation images held out of the training set
+
+
+def _subsets(o: PrepareOptions) -> dict[str, int | None]:
+    return {"val_per_class": o.val_per_class, "holdout_per_class": o.holdout_per_class}
 
 
 def prepare_dataset(
@@ -126,7 +140,7 @@ def prepare_dataset(
     _check_args(source, o.image_size, o.val_fraction, o.encoding, o.jpeg_quality, o.format)
     fmt = _resolve_format(o.format)
     src = load_source(source, root, o.image_size, o.seed, o.val_fraction, o.encoding)
-    splits = _select(src, o.train_per_class, o.val_per_class, o.seed)
+    splits = _select(src, o)
     for name, split in splits.items():
         if len(split) == 0:
             raise DataError(f"the {name} split of {root or source} has no images")
@@ -166,7 +180,7 @@ def _meta(source: str, root: Path | None, classes: list, splits: dict, stats: di
         image_size=o.image_size,
         encoding=o.encoding,
         format=fmt,
-        files={f"{n}.{fmt}": file_record(temps[n]) for n in SPLITS},
+        files={f"{n}.{fmt}": file_record(temps[n]) for n in splits},
         version=lowbit.__version__,
         fixed_shape=[int(v) for v in shapes[0]] if fixed else None,
         jpeg_quality=o.jpeg_quality,
@@ -174,5 +188,5 @@ def _meta(source: str, root: Path | None, classes: list, splits: dict, stats: di
         val_fraction=o.val_fraction if source == "digits" else None,
         train_per_class=o.train_per_class,
         ffcv_version=ffcv_version() if fmt == "beton" else None,
-        extra={"val_per_class": o.val_per_class} if o.val_per_class else {},
+        extra={k: v for k, v in _subsets(o).items() if v},
     )

@@ -146,3 +146,26 @@ def per_class_subset(labels: np.ndarray, per_class: int, seed: int) -> np.ndarra
     rng = np.random.default_rng(seed)
     keep = [rng.permutation(np.flatnonzero(labels == c))[:per_class] for c in np.unique(labels)]
     return np.sort(np.concatenate(keep)) if keep else np.zeros(0, np.int64)
+
+
+def per_class_holdout(labels: np.ndarray, per_class: int | None, holdout: int,
+                      seed: int) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """(train, held-out) indices, disjoint and class-balanced. Each class draws the same
+    seeded permutation as per_class_subset, so the training subset is the one
+    per_class_subset(labels, per_class, seed) gives whenever the class has images to
+    spare; the held-out images come from the end of the permutation, i.e. first from
+    images the subset does not use. Without per_class, train is every image not held out.
+    """
+    rng = np.random.default_rng(seed)
+    train, held = [], []
+    for c in np.unique(labels):
+        perm = rng.permutation(np.flatnonzero(labels == c))
+        if holdout >= len(perm):
+            raise DataError(
+                f"class {c} has {len(perm)} training images: cannot hold out {holdout} "
+                "per class for validation and keep any for training"
+            )
+        rest = len(perm) - holdout
+        train.append(perm[: rest if per_class is None else min(per_class, rest)])
+        held.append(perm[rest:])
+    return np.sort(np.concatenate(train)), np.sort(np.concatenate(held))

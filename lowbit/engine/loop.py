@@ -158,6 +158,14 @@ def _epoch_row(
         row[f"{t.name}/val_top1"] = val["top1"]
         row[f"{t.name}/val_top5"] = val["top5"]
         row[f"{t.name}/lr"] = t.optimizer.param_groups[0]["lr"]
+        if spec.test_loader is not None:
+            test = (
+                nan
+                if val_loader is None
+                else evaluate(t.model, spec.test_loader, spec.device, spec.execution, False)
+            )
+            for k in ("loss", "top1", "top5"):
+                row[f"{t.name}/test_{k}"] = test[k]
     return row
 
 
@@ -176,13 +184,15 @@ def _agreement(
 
 
 def summarize(history: History, name: str) -> dict[str, float]:
-    """Final and best-epoch validation metrics of one network (the paper reports best)."""
+    """Final and best-epoch validation metrics of one network (the paper reports best);
+    with held-out test images also their top-1/top-5 after the last epoch and after
+    the epoch validation chose (test_top1, best_test_top1, ...)."""
     if not history.epochs:
         raise TrainingError("no epoch was trained")
     last = history.epochs[-1]
     scored = [r for r in history.epochs if math.isfinite(r[f"{name}/val_top1"])] or [last]
     best = max(scored, key=lambda r: r[f"{name}/val_top1"])
-    return {
+    out = {
         "top1": last[f"{name}/val_top1"],
         "top5": last[f"{name}/val_top5"],
         "loss": last[f"{name}/val_loss"],
@@ -193,3 +203,8 @@ def summarize(history: History, name: str) -> dict[str, float]:
         "wall_s": history.wall_s,
         "images_per_s": history.images / max(history.wall_s, 1e-9),
     }
+    if f"{name}/test_top1" in last:
+        for k in ("top1", "top5"):
+            out[f"test_{k}"] = last[f"{name}/test_{k}"]
+            out[f"best_test_{k}"] = best[f"{name}/test_{k}"]
+    return out

@@ -6,6 +6,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -39,6 +40,9 @@ class FitSpec:
     # chain (earlier stages and rounds) has already drawn.
     data_offset: int = 0
     execution: Execution = field(default_factory=Execution)  # layout, precision
+    # Held-out test images, evaluated whenever validation runs ("<net>/test_top1", ...):
+    # reported at the epoch validation chooses, never used to choose it.
+    test_loader: Any = None
 
 
 @dataclass

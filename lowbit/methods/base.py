@@ -39,7 +39,7 @@ class Context:
     arch: dict[str, Any]
     init: Any  # lowbit.training.chain.Init: the student's starting point
     student: nn.Module | None = None  # set once the stage method's rounds are known
-    load: Callable[[str, str], Any] | None = None  # (stage, variant) -> Init
+    load: Callable[[Any], Any] | None = None  # (lowbit.identity.RunId) -> Init
     # (init or None for scratch, w_bits, a_bits) -> a quantized network holding init
     build: Callable[[Any, int, int], nn.Module] | None = None
     float_net: Callable[[Any], nn.Module] | None = None  # (init or None) -> the float net

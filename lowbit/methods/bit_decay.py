@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from lowbit.identity import bits_token
 from lowbit.methods.base import Context, Recipe
 from lowbit.methods.rounds import Round
 from lowbit.quant.functional import MAX_BITS, check_bits
@@ -53,8 +54,8 @@ def decay_rounds(
         if i and (w > steps[i - 1][0] or a > steps[i - 1][1]):
             raise ValueError(f"bit decay steps must not increase, got {list(steps)}")
         if two_stage and a != prev_a:
-            rounds.append(Round(w, prev_a, epochs, name=f"w{w}a{prev_a}"))
-        rounds.append(Round(w, a, epochs, name=f"w{w}a{a}"))
+            rounds.append(Round(w, prev_a, epochs, name=bits_token(w, prev_a)))
+        rounds.append(Round(w, a, epochs, name=bits_token(w, a)))
         prev_a = a
     if step_epochs is not None:
         rounds = [

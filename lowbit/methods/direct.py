@@ -11,12 +11,13 @@ Example:
 
 from __future__ import annotations
 
+from lowbit.identity import bits_token
 from lowbit.methods.base import Context, Recipe
 from lowbit.methods.rounds import Round
 
 
 def direct_rounds(w_bits: int, a_bits: int, epochs: int) -> list[Round]:
-    return [Round(w_bits, a_bits, epochs, name=f"w{w_bits}a{a_bits}")]
+    return [Round(w_bits, a_bits, epochs, name=bits_token(w_bits, a_bits))]
 
 
 class Direct:

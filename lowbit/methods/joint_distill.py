@@ -33,6 +33,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from lowbit.engine import StepOut, Trainee, autocast, optimizer_step, unwrap
+from lowbit.identity import FP_STAGE, bits_token
 from lowbit.methods.base import Context, Recipe
 
 
@@ -160,10 +161,10 @@ class JointDistillationAddOn:
         kd, p = ctx.cfg.params.kd, ctx.cfg.params
         students = getattr(p, "students", [])
         need = kd.teacher_init == "pretrain" or (students and p.init != "scratch")
-        pre = ctx.load("pretrain", "") if need else None
+        pre = ctx.load(ctx.cfg.run.init(FP_STAGE)) if need else None
         # extra students start from pretraining, unless the stage trains from scratch
         start = pre if p.init != "scratch" else None
-        nets = {f"w{b}a{b}": ctx.build(start, b, b) for b in students}
+        nets = {bits_token(b, b): ctx.build(start, b, b) for b in students}
         nets["teacher"] = ctx.float_net(pre if kd.teacher_init == "pretrain" else None)
         weights = KDWeights(**kd.model_dump(exclude={"teacher_lr", "teacher_init"}))
 

@@ -14,6 +14,7 @@ Example:
 
 from __future__ import annotations
 
+from lowbit.identity import bits_token
 from lowbit.methods.base import Context, Recipe
 from lowbit.methods.rounds import Round
 from lowbit.quant.functional import MAX_BITS
@@ -28,7 +29,7 @@ def weights_round(w_bits: int, epochs: int, a_mode: str = "clip") -> Round:
 
 def activations_round(w_bits: int, a_bits: int, epochs: int) -> Round:
     """Stage 2: weights and activations at their target bits."""
-    return Round(w_bits, a_bits, epochs, name=f"w{w_bits}a{a_bits}")
+    return Round(w_bits, a_bits, epochs, name=bits_token(w_bits, a_bits))
 
 
 def two_stage_rounds(

@@ -22,16 +22,14 @@ cast back is `lowbit.quant.precision`'s concern.
 
 from __future__ import annotations
 
-import numbers
-
 import torch
 from torch import Tensor
 
-from lowbit.errors import ConfigError
+from lowbit.identity import MAX_BITS, MIN_BITS, check_bits
 from lowbit.quant import fused
 
-MIN_BITS = 2
-MAX_BITS = 32
+__all__ = ["MAX_BITS", "MIN_BITS", "check_bits"]  # re-exported: defined torch-free in identity
+
 # dtypes the quantizers never compute in: their inputs are quantized in float32
 LOW_PRECISION = (torch.float16, torch.bfloat16)
 
@@ -44,19 +42,6 @@ def compute_dtype(dtype: torch.dtype) -> torch.dtype:
 def upcast(x: Tensor) -> Tensor:
     """`x` in its compute dtype (a differentiable cast; `x` itself when no cast is needed)."""
     return x.to(compute_dtype(x.dtype))
-
-
-def check_bits(bits: object, what: str = "bits") -> int:
-    """Validate a bit-width: an integer in [2, 32]; returns it as int.
-
-    1 bit is rejected: the tanh/clip quantizers degenerate there (binary nets use a
-    sign quantizer with a learned scale, which is not the paper's method).
-    """
-    if isinstance(bits, bool) or not isinstance(bits, numbers.Integral):
-        raise ConfigError(f"{what} must be an integer in [{MIN_BITS}, {MAX_BITS}], got {bits!r}")
-    if not MIN_BITS <= int(bits) <= MAX_BITS:
-        raise ConfigError(f"{what} must be in [{MIN_BITS}, {MAX_BITS}], got {bits}")
-    return int(bits)
 
 
 class _RoundSTE(torch.autograd.Function):

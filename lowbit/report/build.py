@@ -12,9 +12,10 @@ from pathlib import Path
 import pandas as pd
 
 from lowbit.errors import LowbitError
+from lowbit.identity import bits_label
 from lowbit.report import index, plots
 from lowbit.report.claims import verdict_lines
-from lowbit.report.collect import Collection, bits_label, collect, read_history
+from lowbit.report.collect import Collection, collect, read_history
 from lowbit.report.cost import equal_cost_table, results_table
 from lowbit.report.reference import load_reference
 from lowbit.report.tables import aggregate, paper_table, slugify, summary_metrics, vs_direct

@@ -61,9 +61,16 @@ INTRO = (
 _SEED_FOLDER = re.compile(r"seed\d+")
 
 
-def _main(nets: pd.DataFrame, model: str, dataset: str) -> pd.DataFrame:
+def _main(nets: pd.DataFrame, model: str, dataset: str, setting: str = "") -> pd.DataFrame:
+    """The main networks of one model, dataset and setting (lowbit.identity: runs of
+    other quantizers or policies are never pooled), with the plain FP network beside
+    every setting's runs: the claims compare against it, as the paper does."""
     sel = (nets["model"] == model) & (nets["dataset"] == dataset) & (nets["role"] == "main")
-    return nets[sel]
+    setting_of = nets["setting"] if "setting" in nets else pd.Series("", index=nets.index)
+    plain_fp = (nets["method"] == "fp") & (setting_of == "")
+    sub = nets[sel & ((setting_of == setting) | plain_fp)]
+    # within one setting, a method is named without it
+    return sub.assign(method=sub["base_method"]) if "base_method" in sub else sub
 
 
 def _equal_low_bits(label: str) -> bool:
@@ -244,9 +251,9 @@ def _close_to_fp(runs: _Runs) -> list[Claim]:
     return [Claim(note, test, flags, (*runs.where, "close to FP", k), choices=k)]
 
 
-def claims_of(nets: pd.DataFrame, model: str, dataset: str) -> list[Claim]:
-    """The claims of one model and dataset, tested but not yet Holm-adjusted."""
-    runs = _Runs(_main(nets, model, dataset), (model, dataset))
+def claims_of(nets: pd.DataFrame, model: str, dataset: str, setting: str = "") -> list[Claim]:
+    """The claims of one model, dataset and setting, tested but not yet Holm-adjusted."""
+    runs = _Runs(_main(nets, model, dataset, setting), (model, dataset, setting))
     bits_all = {b for (_, b) in runs.arms}
     out = []
     for bits in sorted(b for b in bits_all if _equal_low_bits(b)):
@@ -257,21 +264,23 @@ def claims_of(nets: pd.DataFrame, model: str, dataset: str) -> list[Claim]:
 def verdict_lines(nets: pd.DataFrame) -> dict[tuple[str, str], list[str]]:
     """Per (model, dataset): one Markdown line per claim, '**verdict** — claim: statistics',
     the p values Holm-adjusted over every claim of `nets` (one report's family)."""
-    pairs = nets[["model", "dataset"]].drop_duplicates().itertuples(index=False)
-    found = {(m, d): claims_of(nets, m, d) for m, d in pairs}
+    cols = ["model", "dataset", "setting"] if "setting" in nets else ["model", "dataset"]
+    groups = nets[nets["role"] == "main"][cols].drop_duplicates().itertuples(index=False)
+    found = {tuple(g): claims_of(nets, *g) for g in groups}
     tests = {c.key: c.test for cs in found.values() for c in cs}  # one test per hypothesis
     keys = list(tests)
     ps = [tests[k].p for k in keys]
     adj = dict(zip(keys, stats.holm(ps), strict=True))
     adj_opp = dict(zip(keys, stats.holm([tests[k].p_opp for k in keys]), strict=True))
     level = dict(zip(keys, stats.holm_levels(ps), strict=True))
-    out = {}
+    out: dict[tuple[str, str], list[str]] = {}
     for where, cs in found.items():
-        out[where] = []
+        lines = out.setdefault(where[:2], [])
+        prefix = f"[{where[2]}] " if len(where) > 2 and where[2] else ""
         for c in cs:
             k = c.key
             v = stats.verdict(c.test, adj[k], adj_opp[k])
             body = stats.describe(c.test, adj[k], adj_opp[k], level[k] / c.choices)
             note = f"; rests on runs flagged {', '.join(c.flags)}" if c.flags else ""
-            out[where].append(f"**{v}** — {c.text}: {body}{note}")
+            lines.append(f"**{v}** — {prefix}{c.text}: {body}{note}")
     return out

@@ -24,6 +24,7 @@ from typing import Any
 import pandas as pd
 
 from lowbit.errors import LowbitError
+from lowbit.identity import RunId, bits_label
 from lowbit.metrics import read_json, read_run_metrics
 
 # Per-network numbers: these become the `metric` column of results.csv.
@@ -86,11 +87,6 @@ class Collection:
         return out[LONG_COLUMNS].sort_values(["run", "metric"], kind="stable", ignore_index=True)
 
 
-def bits_label(w_bits: int, a_bits: int) -> str:
-    """Column label of the paper's tables: "FP" for 32/32, else e.g. "W2A2" or "W2A32"."""
-    return "FP" if (w_bits, a_bits) == (32, 32) else f"W{w_bits}A{a_bits}"
-
-
 def numeric(frame: pd.DataFrame, col: str) -> pd.Series:
     """frame[col] as numbers (unparsable → NaN), all NaN when the column is absent."""
     if col not in frame:
@@ -123,27 +119,55 @@ def find_metrics(sources: Sequence[Path], skip: Path | None = None) -> list[list
     return found
 
 
+# With held-out test images (prepare.holdout_per_class) the report quotes them: top-1 on
+# the test images at the epoch the validation images chose, and after the last epoch.
+# The validation values stay beside them as val_*; `evaluated` says which the row holds.
+REPORTED = {"best_top1": "best_test_top1", "best_top5": "best_test_top5",
+            "top1": "test_top1", "top5": "test_top5"}  # fmt: skip
+
+
+def _reported(row: dict[str, Any]) -> dict[str, Any]:
+    test = row.get("best_test_top1") is not None
+    for shown, held_out in REPORTED.items():
+        row[f"val_{shown}"] = row.get(shown)
+        if test:
+            row[shown] = row.get(held_out)
+    row["evaluated"] = "test" if test else "val"
+    return row
+
+
 def read_metrics(path: Path) -> list[dict[str, Any]]:
     """One metrics.json → rows (the main net first, then each extra net), validated
-    against lowbit.metrics.RunMetrics (the schema the stages write)."""
+    against lowbit.metrics.RunMetrics (the schema the stages write); accuracies are the
+    reported ones (see REPORTED), identity columns from lowbit.identity."""
     run = read_run_metrics(path)
-    main = run.model_dump(exclude={"extra"})
-    main["net"] = main["net"] or "main"
-    main["role"] = "main"
+    main = _reported(run.model_dump(exclude={"extra"}))
+    rid = RunId.of(main, path.parent.name)
+    main.update(run_id=rid, slug=rid.slug(), fp_start=rid.fp_start, setting=rid.setting())
+    main["quantizer"], main["block_output"] = rid.quantizer, rid.block_output
     if main["tag"]:  # another run of the same stage, e.g. direct trained longer
         main["method"] = f"{main['method']} ({main['tag']})"
+    main["base_method"] = main["method"]
+    if main["setting"]:  # other settings than the defaults: a row of their own
+        main["method"] = f"{main['method']} [{main['setting']}]"
+    main["net"] = main["net"] or "main"
+    main["role"] = "main"
     rows = [main]
     for net, entry in sorted(run.extra.items()):
         e = entry.model_dump()
         teacher = "teacher" in net.lower()
         # the entry's own numbers only: a teacher does not inherit the student's cost
-        row = {**main, **{k: e.get(k) for k in METRICS}, "net": net}
+        row = _reported({**main, **{k: e.get(k) for k in (*METRICS, *REPORTED.values())}})
+        row["net"] = net
         for k in ("late_gain", "late_p", "converged"):
             row[k] = e[k]
         # A teacher is named after its run's student bits: the teachers of the W2A2 and
         # W4A4 runs are different networks, not seeds of one.
-        suffix = f"@w{main['w_bits']}a{main['a_bits']}" if teacher else ""
+        suffix = f"@{rid.bits_token()}" if teacher else ""
         row["method"] = e["method"] or f"{run.method}-{net}{suffix}"
+        row["base_method"] = row["method"]
+        if main["setting"]:
+            row["method"] = f"{row['method']} [{main['setting']}]"
         row["w_bits"] = e["w_bits"] or (32 if teacher else main["w_bits"])
         row["a_bits"] = e["a_bits"] or (32 if teacher else main["a_bits"])
         row["role"] = "extra"
@@ -184,7 +208,7 @@ def _run_id(runs_dir: Path, run_dir: Path) -> str:
 
 # What makes two runs the same result: found in two sources (the live runs folder and
 # committed results of earlier seeds), the first source's copy is kept.
-IDENTITY = ("stage", "method", "model", "dataset", "w_bits", "a_bits", "seed", "tag")
+IDENTITY = ("run_id", "dataset", "seed")
 
 
 def collect(
@@ -212,11 +236,12 @@ def collect(
                 rid = run if m["role"] == "main" else f"{run}#{m['net']}"
                 net_rows.append({"run": rid, "run_dir": shown, **m, **prov})
         seen |= mine
-    nets = pd.DataFrame(net_rows).drop(columns=["config"])
+    nets = pd.DataFrame(net_rows).drop(columns=["config", "run_id"])
     nets["bits"] = [bits_label(w, a) for w, a in zip(nets["w_bits"], nets["a_bits"], strict=True)]
     for c in (*METRICS, "wall_s", "images_per_s"):
         nets[c] = pd.to_numeric(nets[c], errors="coerce").astype(float)  # None → NaN
-    return Collection(runs_dir=sources[0], nets=nets, runs=pd.DataFrame(run_rows))
+    runs = pd.DataFrame(run_rows).drop(columns=["run_id"])
+    return Collection(runs_dir=sources[0], nets=nets, runs=runs)
 
 
 def read_history(run_dir: Path) -> pd.DataFrame | None:

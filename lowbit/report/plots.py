@@ -186,7 +186,7 @@ def top1_vs_bits(
 
 
 def _label(w: Any, a: Any) -> str:
-    from lowbit.report.collect import bits_label
+    from lowbit.identity import bits_label
 
     return bits_label(int(w), int(a))
 

@@ -19,7 +19,11 @@ BASE_METHODS = ("fp", "direct", "ts", "pq", "sp", "kd")  # the paper's order of 
 MISSING = "—"
 MINUS = "−"  # U+2212, as printed tables use
 PAIRS = {"best": ("best_top1", "best_top5"), "final": ("top1", "top5")}
-GROUP_KEYS = ["model", "dataset", "role", "method", "w_bits", "a_bits", "bits"]
+# `method` is the row's name: lowbit.report.collect appends the run identity's settings
+# that differ from the defaults ("direct [lsq]"), so runs of different settings never
+# share a row; base_method and setting hold the two parts.
+GROUP_KEYS = ["model", "dataset", "role", "method", "base_method", "setting", "w_bits", "a_bits",
+              "bits"]  # fmt: skip
 
 
 def method_key(method: str, role: str = "main") -> tuple:
@@ -41,6 +45,8 @@ def bits_key(bits: tuple[int, int]) -> tuple:
 def aggregate(nets: pd.DataFrame, kind: str = "best") -> pd.DataFrame:
     """Mean, sample std and count of top-1/top-5 per (model, dataset, method, bits)."""
     c1, c5 = PAIRS[kind]
+    if "setting" not in nets:  # frames built by hand: the default setting
+        nets = nets.assign(setting="", base_method=nets["method"])
     g = nets.groupby(GROUP_KEYS, sort=False, dropna=False)
     out = g.agg(
         top1=(c1, "mean"),
@@ -194,15 +200,15 @@ def vs_direct(agg: pd.DataFrame, model: str, dataset: str, decimals: int = 1) ->
     (the paper's claim: every method improves over direct, §6)."""
     sub = agg[(agg["model"] == model) & (agg["dataset"] == dataset) & (agg["role"] == "main")]
     lines = []
-    for bits, grp in sub.groupby("bits", sort=False):
-        direct = grp[grp["method"] == "direct"]["top1"]
-        others = grp[~grp["method"].isin(["direct", "fp"])]
+    for (bits, setting), grp in sub.groupby(["bits", "setting"], sort=False):
+        direct = grp[grp["base_method"] == "direct"]["top1"]
+        others = grp[~grp["base_method"].isin(["direct", "fp"])]
         if direct.empty or others.empty:
             continue
         order = sorted(others["method"], key=method_key)
         by = others.set_index("method")["top1"]
         parts = [f"{m} {signed(by[m] - direct.iloc[0], decimals)}" for m in order]
-        lines.append(f"{bits}: " + ", ".join(parts))
+        lines.append(f"{bits}{f' [{setting}]' if setting else ''}: " + ", ".join(parts))
     return sorted(lines)
 
 

@@ -21,6 +21,7 @@ def run(cfg: StageConfig) -> dict[str, float]:
         seed=c.seed,
         val_fraction=p.val_fraction,
         train_per_class=p.train_per_class,
+        holdout_per_class=p.holdout_per_class,
         encoding=p.encoding,
         jpeg_quality=p.jpeg_quality,
         workers=max(c.workers, 1),
@@ -29,5 +30,6 @@ def run(cfg: StageConfig) -> dict[str, float]:
     return {
         "train_images": float(counts["train"]),
         "val_images": float(counts["val"]),
+        "test_images": float(counts.get("test", 0)),
         "num_classes": float(meta.num_classes),
     }

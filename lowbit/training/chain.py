@@ -2,13 +2,14 @@
 it starts from (`init`), and quantized networks holding their parameters.
 
 A stage's network starts from the final network of its `init` stage (FP pretraining, or
-an earlier quantized stage), read from runs/<stage>/<variant>/model.pt. The chain's cost
-(network-epochs and seconds after FP pretraining) and its data stream position travel
-with it, so a result reports what its whole chain cost and no epoch is replayed.
+an earlier quantized stage), read from runs/<stage>/<slug>/model.pt (lowbit.identity).
+The chain's cost (network-epochs and seconds after FP pretraining) and its data stream
+position travel with it, so a result reports what its whole chain cost and no epoch is replayed.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from torch import nn
 from lowbit import checkpoint, engine
 from lowbit.config import StageConfig
 from lowbit.errors import CheckpointError, ConfigError
+from lowbit.identity import RunId
 from lowbit.models import build_model
 from lowbit.quant.convert import clipped_float, load_float_state_dict, quantize
 
@@ -46,9 +48,11 @@ def device_of(cfg: StageConfig) -> torch.device:
     return dev
 
 
-def load_data(cfg: StageConfig, device: torch.device) -> tuple[Any, Any, Any]:
-    """(train loader, val loader, dataset meta) from the prepare stage's output."""
+def load_data(cfg: StageConfig, device: torch.device) -> tuple[Any, Any, Any, Any]:
+    """(train loader, val loader, test loader or None, dataset meta) from the prepare
+    stage's output; the test loader exists when prepare held validation images out."""
     from lowbit.data import DatasetMeta, build_loaders
+    from lowbit.data.loaders import LoaderOptions, build_eval_loader
 
     meta_path = cfg.data_dir / "meta.json"
     if not meta_path.is_file():
@@ -58,9 +62,7 @@ def load_data(cfg: StageConfig, device: torch.device) -> tuple[Any, Any, Any]:
         )
     meta = DatasetMeta.load(cfg.data_dir)
     world = engine.rank_world()[1]
-    train, val = build_loaders(
-        cfg.data_dir,
-        batch_size=cfg.common.batch_size,
+    options = LoaderOptions(
         workers=cfg.common.workers,
         device=device,
         seed=(cfg.common.seed * DATA_SEED_STRIDE) % 2**32,
@@ -68,7 +70,9 @@ def load_data(cfg: StageConfig, device: torch.device) -> tuple[Any, Any, Any]:
         backend=cfg.common.loader,
         distributed=world > 1,
     )
-    return train, val, meta
+    batch = cfg.common.batch_size
+    train, val = build_loaders(cfg.data_dir, batch, options)
+    return train, val, build_eval_loader(cfg.data_dir, "test", batch, options), meta
 
 
 def arch_of(cfg: StageConfig, meta: Any) -> dict[str, Any]:
@@ -108,21 +112,17 @@ class Init:
     # Loader epochs the init chain has drawn (FP pretraining included): this stage's data
     # stream continues from there, so no epoch of the chain is replayed.
     data_epochs: int = 0
+    # sha256 of the init's model.pt: a round checkpoint resumes only onto the same start
+    digest: str = ""
 
 
-def read_output(cfg: StageConfig, stage: str, variant: str, arch: dict[str, Any]) -> Init:
-    """The final network of an earlier stage; clear errors if missing or incompatible."""
-    out = cfg.out_dir(stage, variant)
+def read_output(cfg: StageConfig, run: RunId, arch: dict[str, Any]) -> Init:
+    """The final network of an earlier run; clear errors if missing or incompatible."""
+    stage, out = run.stage, cfg.out_dir(run)
     path = out / "model.pt"
     if not path.is_file():
-        bits = (
-            f" --w-bits {variant[1:].split('a')[0]} --a-bits {variant.split('a')[1]}"
-            if variant
-            else ""
-        )
         raise ConfigError(
-            f"input stage {stage!r} has not run: {path} not found "
-            f"(run `lowbit stage {stage}{bits}` first)"
+            f"input stage {stage!r} has not run: {path} not found (run `{run.command()}` first)"
         )
     state = checkpoint.load(path)
     saved = state.get("arch", {})
@@ -143,15 +143,13 @@ def read_output(cfg: StageConfig, stage: str, variant: str, arch: dict[str, Any]
     data = int(metrics.get("data_epochs", metrics.get("epochs", 0)))
     # relative to params.yaml's folder: results stay comparable when a repo moves
     source = os.path.relpath(path, cfg.base_dir)
-    return Init(dict(net["model"]), method, budget, source, cost, cpu, data)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    return Init(dict(net["model"]), method, budget, source, cost, cpu, data, digest)
 
 
 def student_init(cfg: StageConfig, arch: dict[str, Any]) -> Init:
-    p = cfg.params
-    init = getattr(p, "init", "scratch")
-    if init == "scratch":
-        return Init(None)
-    return read_output(cfg, init, cfg.init_variant, arch)
+    run = cfg.init_run
+    return Init(None) if run is None else read_output(cfg, run, arch)
 
 
 def quantized_from(init: Init, arch: dict[str, Any], w_bits: int, a_bits: int) -> nn.Module:

@@ -3,10 +3,12 @@
 Per epoch (dvclive step = the epoch over all rounds of the stage, so a PQ run's curves are
 one line with its bit-width changes in `bits/w` and `bits/a`), for the main network
 `train/loss`, `train/top1`, `val/loss`, `val/top1`, `val/top5` (validated epochs only),
-`lr`, and the same under `<net>/…` for the others (the KD teacher). The log lives in
-`<common.live_dir>/<stage>/<variant>/` (dvclive's metrics.json and plots/metrics/*.tsv),
+`lr`, and the same under `<net>/…` for the others (the KD teacher). The log lives
 outside the stage's output folder, so it grows while the stage runs and DVC can declare
-it as the stage's metrics and plots.
+it as the stage's metrics and plots: dvclive's plots/metrics/*.tsv in
+`<common.live_dir>/<stage>/<slug>/`, its metrics file in
+`<common.live_dir>/metrics/<stage>/<slug>.json` (lowbit.identity names the run), so that
+a stage's plots folder holds plots only and its metrics folder metrics only.
 
 A stage always starts a fresh log and replays the epochs its checkpoints restore before
 training on (the engine calls `on_epoch_end` for those too), so the log of a killed and
@@ -53,6 +55,12 @@ def _live_class() -> type:
     from scmrepo.exceptions import SCMError
 
     class _Live(Live):
+        metrics_path: str | None = None  # set before __init__: where the summary goes
+
+        @property
+        def metrics_file(self) -> str:
+            return self.metrics_path or super().metrics_file
+
         def _init_dvc(self) -> None:
             try:
                 super()._init_dvc()
@@ -65,14 +73,17 @@ def _live_class() -> type:
 class RunLog:
     """dvclive + log lines for one stage run; `epoch(row)` once per epoch, in order."""
 
-    def __init__(self, directory: Path | None, label: str, nets: list[str]) -> None:
+    def __init__(self, where: tuple[Path, Path] | None, label: str, nets: list[str]) -> None:
+        """where: (dvclive's folder, its metrics file), or None for no dvclive log."""
         self.label, self.nets, self.live = label, nets, None
-        if directory is not None:
+        if where is not None:
+            cls = _live_class()
+            cls.metrics_path = str(where[1])
+            where[1].parent.mkdir(parents=True, exist_ok=True)
+            where[1].unlink(missing_ok=True)  # a fresh log (dvclive clears only its folder)
             # dvcyaml=None: the pipeline's dvc.yaml declares these files; no experiment
             # of its own (inside `dvc exp run` DVC makes the experiment).
-            self.live = _live_class()(
-                str(directory), resume=False, save_dvc_exp=False, dvcyaml=None
-            )
+            self.live = cls(str(where[0]), resume=False, save_dvc_exp=False, dvcyaml=None)
 
     def epoch(self, row: dict[str, float], step: int, rounds: str) -> None:
         """Log one epoch (`row` as the engine writes it, `step` 0-based over all rounds)."""

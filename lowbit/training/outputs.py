@@ -66,6 +66,9 @@ HISTORY_COLUMNS = (
     "val_top5",
     "val_gained",  # images answered right since the late-gain reference epoch, not before
     "val_lost",  # and the reverse (lowbit.engine.agreement)
+    "test_loss",  # held-out test images, evaluated with val (prepare.holdout_per_class)
+    "test_top1",
+    "test_top5",
     "lr",
 )
 

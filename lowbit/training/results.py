@@ -28,7 +28,8 @@ def summary(rows: list[dict[str, float]], name: str) -> dict[str, float]:
     out = engine.summarize(engine.History(rows), name)
     final = [r for r in rows if r["round"] == rows[-1]["round"]]
     best = engine.summarize(engine.History(final), name)
-    out.update({k: best[k] for k in ("best_top1", "best_top5", "best_epoch")})
+    keys = ("best_top1", "best_top5", "best_epoch", "best_test_top1", "best_test_top5")
+    out.update({k: best[k] for k in keys if k in best})
     gain, p = late_gain(rows, name), late_p(rows, name)
     out.update(late_gain=gain, late_p=p, converged=converged(gain, p))
     return out
@@ -54,8 +55,11 @@ def run_metrics(
         "method": plan.label,
         "model": cfg.common.model,
         "dataset": cfg.common.dataset,
-        "quantizer": cfg.common.quantizer if isinstance(p, Quantized) else "none",
-        "block_output": cfg.common.block_output if isinstance(p, Quantized) else "none",
+        # the run's identity (lowbit.identity): its slug names the run's folders
+        "slug": cfg.run.slug(),
+        "quantizer": cfg.run.quantizer if isinstance(p, Quantized) else "none",
+        "block_output": cfg.run.block_output,
+        "fp_start": cfg.run.fp_start,
         "w_bits": last.w_bits,
         "a_bits": last.a_bits,
         "seed": cfg.common.seed,

@@ -3,10 +3,12 @@ fingerprint that decides whether a checkpoint may be resumed."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import sys
 import warnings
+from pathlib import Path
 from typing import Any
 
 from lowbit import engine
@@ -21,10 +23,24 @@ def progress(cfg: StageConfig) -> bool:
     return sys.stdout.isatty() if p is None else p
 
 
+@functools.cache
+def code_digest() -> str:
+    """sha256 of lowbit's own source files: a checkpoint resumes only under the code that
+    wrote it (a rerun that DVC starts because the code changed trains anew)."""
+    root = Path(__file__).resolve().parents[1]
+    h = hashlib.sha256()
+    for f in sorted(root.rglob("*.py")):
+        h.update(f.relative_to(root).as_posix().encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
 def fingerprint(cfg: StageConfig, extra: object) -> str:
-    """Hash of everything that changes results (not executor, progress, workers)."""
+    """Hash of everything that changes results (not executor, progress, workers), and of
+    the code (code_digest)."""
     d = cfg.to_dict()
-    for k in ("executor", "progress", "workers", "live_dir"):
+    d["code"] = code_digest()
+    for k in ("executor", "progress", "workers", "live_dir", "keep_resume"):
         d["common"].pop(k, None)
     d.pop("slurm", None)
     d.pop("base_dir", None)

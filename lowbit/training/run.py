@@ -35,9 +35,9 @@ from lowbit.training.rounds import fingerprint, progress, round_specs, warn_cons
 def run_stage(cfg: StageConfig, method: Method) -> dict[str, Any]:
     """Train a stage with `method` (its rounds) and the add-ons its section sets."""
     device = chain.device_of(cfg)
-    train, val, meta = chain.load_data(cfg, device)
+    train, val, test, meta = chain.load_data(cfg, device)
     plan = make_plan(cfg, method, chain.arch_of(cfg, meta))
-    return train_plan(cfg, plan, (train, val, device))
+    return train_plan(cfg, plan, (train, val, device, test))
 
 
 def make_plan(cfg: StageConfig, method: Method, arch: dict[str, Any]) -> Plan:
@@ -46,7 +46,7 @@ def make_plan(cfg: StageConfig, method: Method, arch: dict[str, Any]) -> Plan:
     init = chain.student_init(cfg, arch) if cfg.stage != "pretrain" else chain.Init(None)
     ctx = Context(
         cfg, arch, init,
-        load=lambda stage, variant: chain.read_output(cfg, stage, variant, arch),
+        load=lambda run: chain.read_output(cfg, run, arch),
         build=lambda i, w, a: chain.quantized_from(i or chain.Init(None), arch, w, a),
         float_net=lambda i: _float_net(arch, i),
     )  # fmt: skip
@@ -86,7 +86,7 @@ def _rank0_lock(out_dir: Path, lock: Path, rank0: bool) -> Any:
 
 def _train_round(cfg: StageConfig, plan: Plan, i: int, io: tuple, st: Stream) -> None:
     """Train round `i` of `plan` (resuming from its checkpoint) and append its history."""
-    train, val, device = io
+    train, val, device = io[:3]
     rnd, recipe, nets = plan.rounds[i], plan.recipe, plan.nets
     rnd.apply(plan.model)
     specs = round_specs(cfg, i, rnd, recipe.lr)
@@ -101,14 +101,15 @@ def _train_round(cfg: StageConfig, plan: Plan, i: int, io: tuple, st: Stream) ->
         epochs=rnd.epochs,
         seed=c.seed + 1000 * i,
         device=device,
-        checkpoint=cfg.runs_dir / ".resume" / cfg.stage / (cfg.variant or "_") / f"round{i}.pt",
-        fingerprint=fingerprint(cfg, (i, rnd, st.data_epochs)),
+        checkpoint=cfg.resume_dir / f"round{i}.pt",
+        fingerprint=fingerprint(cfg, (i, rnd, st.data_epochs, plan.init.digest)),
         progress=progress(cfg),
         eval_every=cfg.params.eval_every,
         eval_at=eval_epochs(rnd.epochs),
         compare_after=quarter_start(rnd.epochs),
         data_offset=st.data_epochs,
         execution=ex,
+        test_loader=io[3] if len(io) > 3 else None,
     )
     objective = recipe.objective(nets) if recipe.objective is not None else None
     offset = len(st.rows)
@@ -133,18 +134,17 @@ def _train_round(cfg: StageConfig, plan: Plan, i: int, io: tuple, st: Stream) ->
 
 def train_plan(cfg: StageConfig, plan: Plan, io: tuple) -> dict[str, Any]:
     """Train every round of `plan`, then write the stage's outputs. Returns metrics.
-    `io`: (train loader, val loader, device)."""
+    `io`: (train loader, val loader, device[, test loader])."""
     out_dir, device = cfg.out_dir(), io[2]
     annealed = warn_constant_lr(cfg, plan.rounds)
     rank0 = engine.rank_world()[0] == 0
     ensure_logging()
-    lock = cfg.runs_dir / ".locks" / f"{cfg.stage}-{cfg.variant or 'fp'}.lock"
+    name = f"{cfg.stage}-{cfg.run.slug()}"
+    lock = cfg.runs_dir / ".locks" / f"{name}.lock"
     with _rank0_lock(out_dir, lock, rank0):
         # a fresh live log, rebuilt from the checkpoints' epochs (inside the lock: a
         # second process must not wipe the log of the one that is running)
-        log = RunLog(
-            cfg.live_dir if rank0 else None, f"{cfg.stage} {cfg.variant or 'fp'}", [*plan.nets]
-        )
+        log = RunLog(cfg.live if rank0 else None, f"{cfg.stage} {cfg.run.slug()}", [*plan.nets])
         st = Stream(log, data_epochs=plan.init.data_epochs, annealed=annealed)
         for i in range(len(plan.rounds)):
             _train_round(cfg, plan, i, io, st)
@@ -152,6 +152,6 @@ def train_plan(cfg: StageConfig, plan: Plan, io: tuple) -> dict[str, Any]:
         if rank0:
             write_outputs(cfg, out_dir, plan, st.rows, metrics, device)
             log.close(metrics)
-    if rank0:
-        shutil.rmtree(cfg.runs_dir / ".resume" / cfg.stage / (cfg.variant or "_"), True)
+    if rank0 and not cfg.common.keep_resume:
+        shutil.rmtree(cfg.resume_dir, True)
     return metrics

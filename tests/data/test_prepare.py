@@ -83,6 +83,39 @@ def test_cifar_pickles_prepared_with_subset(tmp_path):
     assert meta.classes[0] == "airplane" and meta.train_per_class == 2
 
 
+def test_holdout_is_class_balanced_disjoint_and_the_source_val_becomes_test(tmp_path):
+    from lowbit.data.loaders import build_eval_loader
+
+    truth = write_cifar10(tmp_path / "c10", per_batch=10, test=7)  # 5 images per class
+    plain = prepare_dataset("cifar10", tmp_path / "c10", tmp_path / "plain", train_per_class=2,
+                            format="npz", seed=3)  # fmt: skip
+    meta = prepare_dataset("cifar10", tmp_path / "c10", tmp_path / "out", train_per_class=2,
+                           holdout_per_class=2, format="npz", seed=3)  # fmt: skip
+    xt, _ = _stored(tmp_path / "out", "train", "npz")
+    xv, yv = _stored(tmp_path / "out", "val", "npz")
+    xs, ys = _stored(tmp_path / "out", "test", "npz")
+    # the training subset is the one the same seed gives without a holdout (5 >= 2 + 2)
+    assert np.array_equal(xt, _stored(tmp_path / "plain", "train", "npz")[0])
+    assert np.bincount(yv, minlength=10).tolist() == [2] * 10
+    assert not {img.tobytes() for img in xv} & {img.tobytes() for img in xt}
+    train_pixels = {img.tobytes() for img in truth["x"]}
+    assert all(img.tobytes() in train_pixels for img in xv)  # held out of the training set
+    assert np.array_equal(xs, truth["x_val"]) and np.array_equal(ys, truth["y_val"])
+    assert meta.counts == {"train": 20, "val": 20, "test": 7} and "test.npz" in meta.files
+    assert meta.extra["holdout_per_class"] == 2 and plain.counts == {"train": 20, "val": 7}
+    # the held-out images come first from those the subset leaves: 4 + 2 > 5 shrinks train
+    big = prepare_dataset("cifar10", tmp_path / "c10", tmp_path / "big", train_per_class=4,
+                          holdout_per_class=2, format="npz", seed=3)  # fmt: skip
+    assert big.counts["train"] == 30 and big.counts["val"] == 20
+    test = build_eval_loader(tmp_path / "out", "test", batch_size=4)
+    assert test is not None and sum(len(y) for _, y in test) == 7
+    assert build_eval_loader(tmp_path / "plain", "test", batch_size=4) is None
+    with pytest.raises(DataError, match="cannot hold out 5 per class"):
+        prepare_dataset("cifar10", tmp_path / "c10", tmp_path / "x", holdout_per_class=5,
+                        format="npz")  # fmt: skip
+    assert not (tmp_path / "x" / "meta.json").exists()
+
+
 @pytest.mark.ffcv
 def test_shared_cifar10_jpeg_zips_through_ffcv(tmp_path):
     if not (CIFAR10_ZIPS / "train.zip").is_file():

@@ -131,7 +131,7 @@ def test_bad_checkpoints_are_one_error_line(repo, tmp_path, how, error, message)
 def test_full_precision_run_is_refused(repo, tmp_path):
     out = tmp_path / "fp.npz"
     with pytest.raises(ExportError, match=r"full-precision run \(stage pretrain\)"):
-        export_run(repo / "runs/pretrain", "npz", out)
+        export_run(repo / "runs/pretrain/fp", "npz", out)
     assert not out.exists()
 
 

@@ -92,7 +92,7 @@ def _beton(tmp: Path, how: str) -> None:
 
 
 def _foreign_checkpoint(tmp: Path, num_classes: int = 10, model: str = "resnet20") -> None:
-    path = tmp / "runs" / "pretrain" / "model.pt"
+    path = tmp / "runs" / "pretrain" / "fp" / "model.pt"
     state = checkpoint.load(path)
     state["arch"] = {**state["arch"], "num_classes": num_classes, "model": model}
     checkpoint.save(path, state)
@@ -108,7 +108,7 @@ class _RunsCode:
 def _code_pickle(tmp: Path) -> None:
     import torch
 
-    torch.save({"format": 1, "x": _RunsCode()}, tmp / "runs" / "pretrain" / "model.pt")
+    torch.save({"format": 1, "x": _RunsCode()}, tmp / "runs" / "pretrain" / "fp" / "model.pt")
 
 
 Case = tuple[str, list[str], str, Callable[[Path, Path], Path]]
@@ -146,7 +146,7 @@ CASES: list[Case] = [
     ("prepare not run", ["stage", "pretrain"], "input stage 'prepare' has not run", lambda p, t: _fresh(t)),
     ("pretrain not run", ["stage", "direct", "--bits", "2"], "input stage 'pretrain' has not run", lambda p, t: _with_data(p, t)),
     ("TS stage 1 not run", ["stage", "quantize-activations", "--bits", "2"], "input stage 'quantize-weights' has not run", lambda p, t: _with_data(p, t, runs=True)),
-    ("corrupt checkpoint", ["stage", "direct", "--bits", "2"], "model.pt", lambda p, t: (_with_data(p, t, runs=True), (t / "runs/pretrain/model.pt").write_bytes(b"\x80garbage"))[0]),
+    ("corrupt checkpoint", ["stage", "direct", "--bits", "2"], "model.pt", lambda p, t: (_with_data(p, t, runs=True), (t / "runs/pretrain/fp/model.pt").write_bytes(b"\x80garbage"))[0]),
     ("other class count", ["stage", "direct", "--bits", "2"], "num_classes=100", lambda p, t: (_with_data(p, t, runs=True), _foreign_checkpoint(t, 100))[0]),
     ("other model", ["stage", "direct", "--bits", "2"], "model='preresnet20'", lambda p, t: (_with_data(p, t, runs=True), _foreign_checkpoint(t, 10, "preresnet20"))[0]),
     ("non-finite loss", ["stage", "direct", "--bits", "2", "--set", "optim.lr=1e30"], "non-finite loss", lambda p, t: _with_data(p, t, runs=True)),

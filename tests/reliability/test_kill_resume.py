@@ -41,7 +41,7 @@ PARAMS = {
 # stage, extra CLI args, the resume file whose appearance means "epoch 1 done" in the
 # round to interrupt (bit-decay: the second round, i.e. mid-schedule)
 CASES = [
-    ("pretrain", [], "pretrain/_/round0.pt"),
+    ("pretrain", [], "pretrain/fp/round0.pt"),
     ("quantize-weights", ["--bits", "2"], "quantize-weights/w2a2/round0.pt"),
     ("quantize-activations", ["--bits", "2"], "quantize-activations/w2a2/round0.pt"),
     ("bit-decay", ["--bits", "2"], "bit-decay/w2a2/round1.pt"),
@@ -102,10 +102,12 @@ def epoch_seconds(run_dir: Path) -> float:
     return times[len(times) // 2]
 
 
-def live_files(repo: Path, stage: str, variant: str) -> dict[str, bytes]:
-    """Every file of a run's dvclive log, by path inside it."""
-    d = repo / "dvclive" / stage / variant if variant else repo / "dvclive" / stage
-    return {p.relative_to(d).as_posix(): p.read_bytes() for p in d.rglob("*") if p.is_file()}
+def live_files(repo: Path, stage: str, slug: str) -> dict[str, bytes]:
+    """Every file of a run's dvclive log (its plots folder and its metrics file)."""
+    d = repo / "dvclive" / stage / slug
+    found = {p.relative_to(d).as_posix(): p.read_bytes() for p in d.rglob("*") if p.is_file()}
+    metrics = repo / "dvclive" / "metrics" / stage / f"{slug}.json"
+    return {**found, "metrics.json": metrics.read_bytes()} if metrics.is_file() else found
 
 
 def outputs(run_dir: Path) -> tuple[dict, dict]:
@@ -161,15 +163,15 @@ def test_killed_stage_resumes_to_the_uninterrupted_result(base, tmp_path, stage,
     # the finished runs the stage starts from (pretrain starts from the data alone)
     keep = [] if stage == "pretrain" else ["pretrain"]
     keep += ["quantize-weights"] if stage == "quantize-activations" else []
-    variant = "w2a2" if args else ""
+    slug = "w2a2" if args else "fp"
     if stage != "pretrain":
-        ref_dir = base / "runs" / stage / variant
+        ref_dir = base / "runs" / stage / slug
         if not ref_dir.exists():
             finish(base, "stage", stage, *args)
     else:
         ref = clone(base, tmp_path / "ref", keep)
         finish(ref, "stage", stage, *args)
-        ref_dir = ref / "runs" / "pretrain"
+        ref_dir = ref / "runs" / "pretrain" / slug
 
     repo = clone(base, tmp_path / "killed", keep)
     resume_file = repo / "runs" / ".resume" / marker
@@ -187,7 +189,7 @@ def test_killed_stage_resumes_to_the_uninterrupted_result(base, tmp_path, stage,
     p.send_signal(sig)
     p.communicate(timeout=60)  # reaps it and closes its output pipe
     assert p.returncode == -sig
-    out_dir = repo / "runs" / stage / variant if variant else repo / "runs" / stage
+    out_dir = repo / "runs" / stage / slug
     assert not (out_dir / "metrics.json").exists()  # nothing that looks complete
 
     finish(repo, "stage", stage, *args)
@@ -199,7 +201,6 @@ def test_killed_stage_resumes_to_the_uninterrupted_result(base, tmp_path, stage,
 
     ref_dir = uninterrupted_match(out_dir, ref_dir, again)
     # the dvclive log of the resumed run equals the uninterrupted one, file for file
-    ref_repo = ref_dir.parents[2] if variant else ref_dir.parents[1]
-    want = live_files(ref_repo, stage, variant)
+    want = live_files(ref_dir.parents[2], stage, slug)
     assert want and "metrics.json" in want and "plots/metrics/val/top1.tsv" in want
-    assert live_files(repo, stage, variant) == want
+    assert live_files(repo, stage, slug) == want

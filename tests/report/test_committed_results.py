@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from lowbit.identity import RunId
 from lowbit.metrics import read_run_metrics
 from lowbit.report import build_report
 from lowbit.report.collect import collect, read_history
@@ -17,8 +18,19 @@ FOLDERS = sorted({p.parent for p in ROOT.glob("**/results/seed*") if ".venv" not
 
 
 def test_every_pipeline_has_a_results_folder():
-    for where in (ROOT, ROOT / "pipeline" / "cifar10-resnet20"):
+    for where in (ROOT, *sorted((ROOT / "pipeline").iterdir())):
         assert (where / "results" / "README.md").is_file(), where
+
+
+@pytest.mark.parametrize("folder", FOLDERS, ids=[str(f.relative_to(ROOT)) for f in FOLDERS])
+def test_every_committed_run_lies_where_its_identity_says(folder: Path) -> None:
+    """seed<N>/<stage>/<slug>/ (lowbit.identity): what `lowbit archive` writes today, so an
+    archive of the same run finds it, and two runs that differ never share a folder."""
+    for m in sorted(folder.rglob("metrics.json")):
+        rec = read_run_metrics(m).model_dump()
+        run = RunId.of(rec, m.parent.name)
+        where = f"seed{rec['seed']}/{run.stage}/{run.slug()}"
+        assert m.parent.relative_to(folder).as_posix() == where
 
 
 @pytest.mark.parametrize("folder", FOLDERS, ids=[str(f.relative_to(ROOT)) for f in FOLDERS])

@@ -38,9 +38,9 @@ def test_round_trip(slurm_cluster, tmp_path, capfd):
     seen = capfd.readouterr()
     assert f"slurm job {out['slurm_job_id']}" in seen.err  # the submission line
     assert "Starting with JobEnvironment" in seen.out  # the job's own log, streamed
-    folders = list((tmp_path / "runs/.submitit/pretrain").iterdir())
+    folders = list((tmp_path / "runs/.submitit/pretrain-fp").iterdir())
     launch(cfg, jobs.echo)
-    assert len(list((tmp_path / "runs/.submitit/pretrain").iterdir())) == len(folders) + 1
+    assert len(list((tmp_path / "runs/.submitit/pretrain-fp").iterdir())) == len(folders) + 1
     assert wall < 30
 
 
@@ -138,7 +138,7 @@ def test_interrupted_launch_cancels_its_job(slurm_cluster, tmp_path):
             launch(cfg, jobs.sleep_long)
     finally:
         timer.cancel()
-    (log,) = (tmp_path / "runs/.submitit/pretrain").glob("*/*_0_log.out")
+    (log,) = (tmp_path / "runs/.submitit/pretrain-fp").glob("*/*_0_log.out")
     job_id = log.name.split("_")[0]
     for _ in range(60):
         sacct = ["sacct", "-n", "-X", "-P", "-o", "State", "-j", job_id]
@@ -253,5 +253,5 @@ def test_real_training_stage_on_two_slurm_tasks(slurm_cluster, tmp_path):
     )
     launch(load_config("prepare", params, executor="inline"))
     out = launch(load_config("pretrain", params))
-    assert out["epochs"] == 1 and (tmp_path / "runs/pretrain/model.pt").is_file()
-    assert (tmp_path / "runs/pretrain/history.csv").read_text().count("\n") == 2
+    assert out["epochs"] == 1 and (tmp_path / "runs/pretrain/fp/model.pt").is_file()
+    assert (tmp_path / "runs/pretrain/fp/history.csv").read_text().count("\n") == 2
