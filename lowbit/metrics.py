@@ -53,6 +53,7 @@ class NetMetrics(_Schema):
     best_top1: Pct | None = None
     best_top5: Pct | None = None
     best_epoch: Num | None = None
+    train_top1: Pct | None = None  # training top-1 of the last epoch (augmented images)
     # held-out test images (prepare.holdout_per_class): after the last epoch and after
     # the epoch the validation images chose
     test_top1: Pct | None = None

@@ -187,6 +187,7 @@ def export(
 @app.command("archive")
 def archive_runs(
     params: ParamsOpt = Path("params.yaml"),
+    set_: SetOpt = None,
     to: Annotated[Path, typer.Option(help="The results folder to commit.")] = Path("results"),
     experiments: Annotated[
         bool, typer.Option(help="Every DVC experiment of HEAD (e.g. a queued seed sweep).")
@@ -194,12 +195,12 @@ def archive_runs(
     force: Annotated[bool, typer.Option(help="Replace archived runs that differ.")] = False,
 ) -> None:
     """Copy each finished run's metrics.json, history.csv and run.json out of the runs
-    folder into <to>/seed<N>/<stage>/<variant>/, for git (the report reads it back)."""
+    folder into <to>/seed<N>/<stage>/<slug>/, for git (the report reads it back)."""
     from lowbit.archive import archive, archive_experiments
     from lowbit.config import load_config
 
     def go() -> list[Path]:
-        cfg = load_config("report", params)
+        cfg = load_config("report", params, set_ or [])  # e.g. --set common.runs_dir=…
         if experiments:
             return archive_experiments(cfg.base_dir, cfg.runs_dir, cfg.path(to), force)
         return archive(cfg.runs_dir, cfg.path(to), force)

@@ -18,7 +18,7 @@ class Common(_Strict):
     dataset: Literal["digits", "cifar10", "cifar100", "imagefolder"] = "digits"
     data_root: Path | None = None  # the source's root (not needed for digits)
     data_dir: Path = Path("data/prepared")  # prepared .beton files
-    runs_dir: Path = Path("runs")  # stage outputs: runs/<stage>/<variant>/
+    runs_dir: Path = Path("runs")  # stage outputs: runs/<stage>/<slug>/
     reports_dir: Path = Path("reports")
     # dvclive logs: <live_dir>/<stage>/<slug>/ (plots) and <live_dir>/metrics/<stage>/<slug>.json;
     # null: no dvclive log (the per-epoch lines still go to stderr)

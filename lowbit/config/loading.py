@@ -193,7 +193,7 @@ def _check_precision(cfg: StageConfig, src: str) -> None:
 def _check_folders(cfg: StageConfig, src: str) -> None:
     """Refuse output folders that overlap each other or the source data.
 
-    Stages replace whole output folders (runs/<stage>/<variant>, the prepared data) and
+    Stages replace whole output folders (runs/<stage>/<slug>, the prepared data) and
     the report prunes its own stale files, so an output folder equal to, inside or
     around another one -- or around the raw data -- could delete what it must not.
     """

@@ -199,6 +199,7 @@ def summarize(history: History, name: str) -> dict[str, float]:
         "best_top1": best[f"{name}/val_top1"],
         "best_top5": best[f"{name}/val_top5"],
         "best_epoch": best["epoch"],
+        "train_top1": last[f"{name}/train_top1"],  # beside the late gain: an underfit run
         "epochs": len(history.epochs),
         "wall_s": history.wall_s,
         "images_per_s": history.images / max(history.wall_s, 1e-9),

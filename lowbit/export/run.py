@@ -1,4 +1,4 @@
-"""Reading a stage's run folder (runs/<stage>/<variant>/) and choosing where exports go.
+"""Reading a stage's run folder (runs/<stage>/<slug>/) and choosing where exports go.
 
 A run folder holds what lowbit.training.results.write_outputs wrote: model.pt
 ({"main", "arch", "method", "nets": {name: {"model", "quant"}}}, loaded with
@@ -101,7 +101,7 @@ def load_run(run_dir: Path) -> LoadedRun:
 
 def runs_roots(run: LoadedRun) -> list[Path]:
     """The runs folders the run lives in: the config's common.runs_dir and, from the
-    layout runs/<stage>[/<variant>], the parent of the folder named like the stage."""
+    layout runs/<stage>/<slug>, the parent of the folder named like the stage."""
     roots = []
     here = run.path.resolve()
     for folder in (here, *here.parents):
@@ -116,7 +116,7 @@ def runs_roots(run: LoadedRun) -> list[Path]:
 
 
 def output_path(run: LoadedRun, fmt: str, out: Path | None) -> Path:
-    """Where the export goes: `out`, or <runs folder>/../exports/<stage>-<variant>.<fmt>;
+    """Where the export goes: `out`, or <runs folder>/../exports/<stage>-<slug>.<fmt>;
     refuses any path inside a runs folder or the run folder itself."""
     if fmt not in FORMATS:
         raise ConfigError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")

@@ -82,7 +82,7 @@ def _equal_low_bits(label: str) -> bool:
 
 
 def _location(run: str) -> tuple[str, ...]:
-    """A run's folder under its runs folder, "<stage>/<variant>": committed results keep
+    """A run's folder under its runs folder, "<stage>/<slug>": committed results keep
     each seed under seed<N>/ (lowbit archive), so that first part is dropped."""
     parts = PurePosixPath(run).parts
     return parts[1:] if parts and _SEED_FOLDER.fullmatch(parts[0]) else parts
@@ -91,7 +91,7 @@ def _location(run: str) -> tuple[str, ...]:
 def fp_roots(sub: pd.DataFrame) -> list[str | None]:
     """Per row of `sub` (one model and dataset): the run folder (run_path) its init chain
     starts from. A run with init "scratch" (FP pretraining) is its own start; a run
-    initialised from "<runs_dir>/<stage>/<variant>/model.pt" continues with that run of the
+    initialised from "<runs_dir>/<stage>/<slug>/model.pt" continues with that run of the
     same seed in the same folder of runs; a path that matches no run is itself the start;
     no init recorded: None (unknown)."""
     paths = [str(p) for p in (sub["run_path"] if "run_path" in sub else sub["run"])]

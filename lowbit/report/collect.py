@@ -43,6 +43,7 @@ METRICS = (
     "cost_cpu_s",
     "late_gain",
     "late_p",
+    "train_top1",
 )
 LONG_COLUMNS = [
     "run",
@@ -193,6 +194,7 @@ def read_provenance(run_dir: Path) -> dict[str, Any]:
         "device": str(prov.get("device") or "unknown"),
         "hostname": str(prov.get("hostname") or "unknown"),
         "cpu": str(prov.get("cpu") or "unknown"),
+        "cpu_capability": str(prov.get("cpu_capability") or "unknown"),
         "threads": str(threads) if threads is not None else "?",
         "started": str(prov.get("started") or ""),
         "versions": str(versions),

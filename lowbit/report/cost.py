@@ -73,6 +73,9 @@ def results_table(nets: pd.DataFrame, model: str, dataset: str) -> pd.DataFrame:
                 "final top-1": _pm(grp["top1"]),
                 CONVERGED: _converged(grp),
                 "late gain": _pm(grp.get("late_gain", pd.Series(dtype=float)), 2),
+                # beside the late gain: a run that ends far below its training accuracy
+                # did not underfit; one that ends near it at a low level did
+                "final train top-1": _pm(grp.get("train_top1", pd.Series(dtype=float))),
                 "cost (net-epochs)": _pm(grp["budget_epochs"], 0),
                 "of which extra": _pm(grp.get("extra_epochs", pd.Series(dtype=float)), 0),
                 "cost (wall s)": _pm(grp.get("cost_s", grp["wall_s"]), 0),

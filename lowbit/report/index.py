@@ -76,7 +76,27 @@ def provenance(runs: pd.DataFrame) -> str:
     missing = runs.loc[~runs["has_run_json"], "run"].tolist()
     if missing:
         lines.append(f"- no run.json (provenance unknown): {', '.join(missing)}")
+    lines.append(f"- {reproducibility(runs)}")
     return "\n".join(lines) + "\n"
+
+
+def reproducibility(runs: pd.DataFrame) -> str:
+    """What carries: one host kind and software stack (CPU model, SIMD kernels, package
+    versions) gives bitwise-equal reruns; another gives numbers within seed noise."""
+    stack = runs["cpu"].astype(str) + " / " + runs.get("cpu_capability", "?").astype(str)
+    stack = stack + " / " + runs["versions"].astype(str)
+    n = stack.nunique()
+    if n <= 1:
+        return (
+            "reproducibility: every run comes from one kind of host and one software stack; "
+            "a rerun there gives the same bytes, elsewhere numbers within seed noise (README)"
+        )
+    return (
+        f"reproducibility: these runs come from {n} host kinds or software stacks (CPU "
+        "model, SIMD kernels, package versions): runs of different ones differ by "
+        "rounding, amplified by training, so compare them within seed noise, not bitwise "
+        "(README)"
+    )
 
 
 def _plot_md(plot: Plot, out_dir: Path) -> str:

@@ -1,6 +1,6 @@
 """Stage outputs: written into a temp folder, renamed into place when complete.
 
-A stage's output folder (runs/<stage>/<variant>) appears only when everything in it is
+A stage's output folder (runs/<stage>/<slug>) appears only when everything in it is
 written, so neither DVC nor a later stage ever sees a half-finished result. A lock file
 keeps two processes from writing the same folder.
 """

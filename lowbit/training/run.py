@@ -4,7 +4,7 @@ the rounds, outputs.
 A stage is a list of rounds (its stage method's) trained one after another on the same
 parameters, with whatever the add-ons its section switches on contribute (a jointly
 trained teacher, stochastic-precision hooks). Each round resumes from its own checkpoint
-under runs/.resume/<stage>/<variant>/, outside the folders DVC manages, so a killed stage
+under runs/.resume/<stage>/<slug>/, outside the folders DVC manages, so a killed stage
 re-run by `dvc repro` continues where it stopped; the output folder appears only when
 the stage is complete.
 """

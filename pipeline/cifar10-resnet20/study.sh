@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# The CIFAR-10 study behind reports/cifar10-resnet20-cpu, seed by seed, resumable.
+#
+#   bash study.sh 0 1 2          # from anywhere; lowbit's venv on PATH (or LOWBIT_VENV)
+#
+# The same stage functions `dvc repro` calls, with one difference DVC cannot express: the
+# FP networks (pretrain: plain and clipped, pipeline.fp_starts) are trained once, with
+# seed 0, and every seed's quantized runs start from them, as the paper starts every method
+# from one pretrained model. The data split is prepared once too (seed 0), so no seed
+# validates on images an FP network trained on. A seed changes the quantized runs' weight
+# draws and batch order, so the methods of a seed are paired (docs/claims.md).
+#
+# Seed N's runs go to runs/seed<N>/; when all of them are done they are archived to
+# results/seed<N>/ (`lowbit archive`). A stage that finished leaves runs/seed<N>/.done-<stage>
+# and is skipped on a rerun; a stage that was killed resumes from its last epoch.
+set -euo pipefail
+cd "$(dirname "$0")"
+if [ -n "${LOWBIT_VENV:-}" ]; then PATH="$LOWBIT_VENV/bin:$PATH"; fi
+STAGES=(direct quantize-weights quantize-activations bit-decay stochastic-precision distill ts-pq-kd)
+RESULTS=${RESULTS:-results}
+
+step() {  # step <done-marker> lowbit stage ... : run once, then mark it done
+  local marker=$1; shift
+  if [ -f "$marker" ]; then echo "study: done already: $*"; return; fi
+  echo "study: $(date -u +%FT%TZ) start: $*"
+  nice -n 5 "$@"
+  mkdir -p "$(dirname "$marker")" && touch "$marker"
+}
+
+step runs/seed0/.done-prepare lowbit stage prepare
+step runs/seed0/.done-pretrain lowbit stage pretrain --all --set common.runs_dir=runs/seed0
+for seed in "$@"; do
+  sets=(--set "common.seed=$seed" --set "common.runs_dir=runs/seed$seed")
+  mkdir -p "runs/seed$seed"
+  if [ "$seed" != 0 ]; then ln -sfn ../seed0/pretrain "runs/seed$seed/pretrain"; fi
+  for stage in "${STAGES[@]}"; do
+    step "runs/seed$seed/.done-$stage" lowbit stage "$stage" --all "${sets[@]}"
+  done
+  step "runs/seed$seed/.done-archive" lowbit archive --to "$RESULTS" "${sets[@]}"
+done
+echo "study: $(date -u +%FT%TZ) finished seeds $*"
