@@ -161,13 +161,23 @@ class RunId:
     def of(cls, record: dict[str, Any], folder: str) -> RunId:
         """The identity of a run from its metrics.json and the name of its folder: the
         slug it records, or (a run written before slugs were recorded) its folder's name
-        with the settings it lacks at the values it used then (LEGACY)."""
+        (else the bits and tag it recorded) with the settings it recorded, and those it
+        lacks at the values runs used then (LEGACY)."""
         stage = str(record["stage"])
         if record.get("slug"):
             return cls.parse(stage, str(record["slug"]))
-        run = cls.parse(stage, "fp" if stage == FP_STAGE and folder == stage else folder)
-        legacy = {k: v for k, v in LEGACY.items() if not record.get(k)}
-        return replace(run, **legacy) if legacy else run
+        try:
+            run = cls.parse(stage, "fp" if stage == FP_STAGE and folder == stage else folder)
+        except ConfigError:  # a folder named by hand: the bits and tag the run recorded
+            bits = {k: int(record.get(k) or MAX_BITS) for k in ("w_bits", "a_bits")}
+            run = cls(stage, **bits, tag=str(record.get("tag") or ""))
+        # the settings the run recorded (a folder name omits those at their defaults)
+        kw = {k: record[k] for k in ("quantizer", "block_output", "fp_start")
+              if record.get(k) in CHOICES[k]}  # fmt: skip
+        if record.get("model") in MODELS:
+            kw["model"] = record["model"]
+        kw.update({k: v for k, v in LEGACY.items() if not record.get(k)})
+        return replace(run, **kw)
 
     def record(self) -> dict[str, Any]:
         """The fields, for metrics.json."""
@@ -186,9 +196,10 @@ class RunId:
 
     def setting(self) -> str:
         """The report's name for the settings that differ from the defaults ("" if none),
-        e.g. "lsq, fp blocks": runs of different settings are never pooled."""
+        e.g. "lsq, fp blocks": runs of different settings are never pooled. The model is
+        not named: the report has a section per model."""
         names = {FP_BLOCKS: "fp blocks", "relu": "relu start", "clip": "clip start"}
-        tokens = self.settings()
+        tokens = [t for t in self.settings() if t not in MODELS]
         if self.fp:  # "fp" is the plain network, whatever the default start
             tokens = [t for t in tokens if t not in FP_STARTS]
             tokens += ["clip"] if self.fp_start == "clip" else []

@@ -158,18 +158,19 @@ def test_summary_quotes_test_images_at_the_epoch_validation_chose():
     nan = math.nan
     rows = [  # validation peaks at epoch 2; the test images peak at epoch 3
         {"epoch": 1, "net/val_top1": 50.0, "net/val_top5": 90.0, "net/val_loss": 1.0,
-         "net/test_top1": 48.0, "net/test_top5": 89.0},
+         "net/train_top1": 40.0, "net/test_top1": 48.0, "net/test_top5": 89.0},
         {"epoch": 2, "net/val_top1": 70.0, "net/val_top5": 95.0, "net/val_loss": 0.8,
-         "net/test_top1": 66.0, "net/test_top5": 94.0},
+         "net/train_top1": 60.0, "net/test_top1": 66.0, "net/test_top5": 94.0},
         {"epoch": 3, "net/val_top1": nan, "net/val_top5": nan, "net/val_loss": nan,
-         "net/test_top1": nan, "net/test_top5": nan},  # not evaluated
+         "net/train_top1": 65.0, "net/test_top1": nan, "net/test_top5": nan},  # not evaluated
         {"epoch": 4, "net/val_top1": 69.0, "net/val_top5": 96.0, "net/val_loss": 0.7,
-         "net/test_top1": 67.5, "net/test_top5": 97.0},
+         "net/train_top1": 68.0, "net/test_top1": 67.5, "net/test_top5": 97.0},
     ]  # fmt: skip
     s = engine.summarize(engine.History(rows), "net")
     assert (s["best_epoch"], s["best_top1"], s["best_test_top1"], s["best_test_top5"]) == (
         2, 70.0, 66.0, 94.0)  # fmt: skip
     assert (s["top1"], s["test_top1"], s["test_top5"]) == (69.0, 67.5, 97.0)
+    assert s["train_top1"] == 68.0  # the last epoch's, evaluated or not
     no_test = [{k: v for k, v in r.items() if "test" not in k} for r in rows]
     assert "best_test_top1" not in engine.summarize(engine.History(no_test), "net")
 

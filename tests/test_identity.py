@@ -53,6 +53,8 @@ def test_the_fp_network_has_no_quantizer_and_its_blocks_matter_only_when_clipped
     assert "fpblocks" in clipped.slug() and clipped.setting() == "fp blocks, clip start"
     assert RunId("pretrain", fp_start="relu").setting() == ""  # the plain network: "fp"
     assert RunId("direct", 2, 2, fp_start=other).setting() == f"{other} start"
+    # the model has a report section of its own: not a setting
+    assert RunId("direct", 2, 2, model="preresnet20", quantizer="lsq").setting() == "lsq"
 
 
 @pytest.mark.parametrize("tag", ["lsq", "clip-long", "relu", "fpblocks", "resnet18-x", "A", "a_b"])

@@ -20,13 +20,16 @@ def test_the_live_log_works_in_a_git_repo_without_commits(tmp_path, monkeypatch)
     monkeypatch.delenv("DVCLIVE_TEST", raising=False)
     dvc = str(Path(sys.executable).parent / "dvc")
     subprocess.run([dvc, "init", "-q"], check=True)
-    log = RunLog(tmp_path / "dvclive" / "direct", "direct w2a2", ["net"])
+    live = tmp_path / "dvclive" / "direct" / "w2a2"
+    summary = tmp_path / "dvclive" / "metrics" / "direct" / "w2a2.json"
+    log = RunLog((live, summary), "direct w2a2", ["net"])
     log.epoch(ROW, 0, "1/1")
     log.close({"top1": 75.0, "best_top1": 75.0, "budget_epochs": 1.0})
-    live = tmp_path / "dvclive" / "direct"
     tsv = (live / "plots" / "metrics" / "val" / "top1.tsv").read_text().splitlines()
     assert tsv == ["step\ttop1", "0\t75.0"]
-    assert json.loads((live / "metrics.json").read_text()) == {
+    # the plots folder holds plots only: DVC reads a stage's folder of each kind whole
+    assert not (live / "metrics.json").exists()
+    assert json.loads(summary.read_text()) == {
         "top1": 75.0,
         "best_top1": 75.0,
         "budget_epochs": 1.0,

@@ -75,8 +75,8 @@ def _recording(monkeypatch) -> list:
     real = training_stage.load_data
 
     def load(cfg, device):
-        train, val, meta = real(cfg, device)
-        return _Recorder(train, firsts), val, meta
+        train, val, test, meta = real(cfg, device)
+        return _Recorder(train, firsts), val, test, meta
 
     monkeypatch.setattr(training_stage, "load_data", load)
     return firsts

@@ -11,7 +11,7 @@ NAN = math.nan
 
 
 def _row(epoch: int, rnd: int, top1: float, top5: float = 99.0) -> dict[str, float]:
-    return {"epoch": epoch, "round": rnd, "student/val_top1": top1,
+    return {"epoch": epoch, "round": rnd, "student/val_top1": top1, "student/train_top1": 2 * epoch,
             "student/val_top5": top5, "student/val_loss": 1.0}  # fmt: skip
 
 
@@ -23,7 +23,7 @@ def test_best_is_taken_from_the_final_round_only():
     ]  # fmt: skip
     s = _summary(rows, "student")
     assert (s["best_top1"], s["best_top5"], s["best_epoch"]) == (71.0, 98.0, 6)
-    assert s["top1"] == 71.0 and s["epochs"] == 6
+    assert s["top1"] == 71.0 and s["epochs"] == 6 and s["train_top1"] == 12
 
 
 def test_single_round_best_is_over_all_epochs():

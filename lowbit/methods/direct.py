@@ -6,7 +6,7 @@ full-precision checkpoint or from scratch.
 Example:
     >>> from lowbit.methods import direct_rounds
     >>> direct_rounds(w_bits=2, a_bits=2, epochs=30)
-    [Round(w_bits=2, a_bits=2, epochs=30, a_enabled=True, name='w2a2')]
+    [Round(w_bits=2, a_bits=2, epochs=30, a_enabled=True, name='w2a2', w_enabled=True)]
 """
 
 from __future__ import annotations

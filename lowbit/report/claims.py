@@ -67,8 +67,8 @@ def _main(nets: pd.DataFrame, model: str, dataset: str, setting: str = "") -> pd
     every setting's runs: the claims compare against it, as the paper does."""
     sel = (nets["model"] == model) & (nets["dataset"] == dataset) & (nets["role"] == "main")
     setting_of = nets["setting"] if "setting" in nets else pd.Series("", index=nets.index)
-    plain_fp = (nets["method"] == "fp") & (setting_of == "")
-    sub = nets[sel & ((setting_of == setting) | plain_fp)]
+    fp = nets["method"] == "fp"
+    sub = nets[sel & ((~fp & (setting_of == setting)) | (fp & (setting_of == "")))]
     # within one setting, a method is named without it
     return sub.assign(method=sub["base_method"]) if "base_method" in sub else sub
 

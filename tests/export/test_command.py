@@ -26,10 +26,14 @@ PARAMS = {
         "seed": 0, "dataset": "digits", "batch_size": 64, "workers": 0, "loader": "torch",
         "progress": False, "runs_dir": "runs", "data_dir": "data",
     },
-    "prepare": {"image_size": 8},
+    # 16x16: direct W2A2 at 8x8 sat near chance (14-26 % top-1 of the 360 validation
+    # images, whatever the FP epochs, lr, schedule or block outputs); at 16x16 it reaches
+    # 83 % (FP 96 %), far from the floor below, for 15 s more
+    "prepare": {"image_size": 16},
     "pretrain": {"epochs": 10, "optim": {"lr": 0.1, "milestones": [0.7]}},
     "direct": {"epochs": 8, "optim": {"lr": 0.05, "milestones": [0.7]}},
 }  # fmt: skip
+RUN = "runs/direct/w2a2"  # the run's folder: stage/slug (lowbit.identity)
 
 
 @pytest.fixture(scope="module")
@@ -48,12 +52,12 @@ def leftovers(folder: Path) -> list[str]:
 
 
 def test_npz_check_agrees_on_every_validation_image(repo, tmp_path, capsys):
-    result = export_run(repo / "runs/direct/w2a2", "npz", tmp_path / "w2a2.npz", check=True)
+    result = export_run(repo / RUN, "npz", tmp_path / "w2a2.npz", check=True)
     n_val = DatasetMeta.load(repo / "data").counts["val"]
     v = result.verification
     assert v.exact.images == n_val and v.exact.exact  # float64: every code, every image
     assert v.deployed.images == n_val and v.deployed.same_top1 == n_val  # float32 model
-    assert v.deployed.model_correct > 0.15 * n_val  # trained: above 10% chance at W2A2, 8x8
+    assert v.deployed.model_correct > 0.15 * n_val  # trained: above 10% chance at W2A2
     assert result.path.is_file() and result.size_bytes == result.path.stat().st_size
     assert result.size_bytes * 8 < result.checkpoint_bytes  # 2-bit codes vs float32
     program = program_from_npz(result.path)
@@ -67,29 +71,32 @@ def test_npz_check_agrees_on_every_validation_image(repo, tmp_path, capsys):
 
 def test_onnx_check_runs_the_graph_on_every_validation_image(repo, tmp_path):
     pytest.importorskip("onnxruntime")
-    result = export_run(repo / "runs/direct/w2a2", "onnx", tmp_path / "w2a2.onnx", check=True)
+    result = export_run(repo / RUN, "onnx", tmp_path / "w2a2.onnx", check=True)
     n_val = DatasetMeta.load(repo / "data").counts["val"]
     v = result.verification
     assert v.exact.exact and v.graph.same_program and v.graph.images == n_val
     assert v.deployed.same_top1 == n_val
-    assert v.deployed.max_abs_diff < 1e-3 * v.deployed.logit_scale
+    # images whose float32 codes all equal the exact ones agree to float32 rounding; a
+    # tie that rounds the other way moves a logit by a code step (0.35 of 12 seen at 16x16)
+    assert v.deployed.equal_codes >= 0.9 * n_val
+    assert v.deployed.equal_codes_max_diff < 1e-3 * v.deployed.logit_scale
     assert result.path.read_bytes()[:2] != b"PK"  # a protobuf, not a zip
 
 
 def test_default_output_is_beside_the_runs_folder(repo):
-    result = export_run(repo / "runs/direct/w2a2", "npz")
+    result = export_run(repo / RUN, "npz")
     assert result.path == repo / "exports" / "direct-w2a2.npz" and result.path.is_file()
     assert result.verification is None and result.describe().startswith("wrote")
 
 
 def test_check_without_the_validation_data_says_so(repo, tmp_path):
     run = tmp_path / "copied" / "direct" / "w2a2"
-    shutil.copytree(repo / "runs/direct/w2a2", run)
+    shutil.copytree(repo / RUN, run)
     data = (run / "run.json").read_text().replace(str(repo), str(tmp_path / "elsewhere"))
     (run / "run.json").write_text(data)
     result = export_run(run, "npz", tmp_path / "out.npz", check=True)
     assert result.verification is None and "agreement not checked" in result.describe()
-    assert str(repo) in (repo / "runs/direct/w2a2/run.json").read_text()  # original untouched
+    assert str(repo) in (repo / RUN / "run.json").read_text()  # original untouched
 
 
 def corrupt(run: Path, how: str) -> None:
@@ -119,7 +126,7 @@ def corrupt(run: Path, how: str) -> None:
 )
 def test_bad_checkpoints_are_one_error_line(repo, tmp_path, how, error, message):
     run = tmp_path / "runs" / "direct" / "w2a2"
-    shutil.copytree(repo / "runs/direct/w2a2", run)
+    shutil.copytree(repo / RUN, run)
     corrupt(run, how)
     out = tmp_path / "out" / "x.npz"
     with pytest.raises(error, match=message) as e:
@@ -138,7 +145,7 @@ def test_full_precision_run_is_refused(repo, tmp_path):
 @pytest.mark.parametrize(
     ("out", "message"),
     [
-        ("runs/direct/w2a2/model.npz", "refusing to write .* inside the runs folder"),
+        (RUN + "/model.npz", "refusing to write .* inside the runs folder"),
         ("runs/elsewhere.npz", "refusing to write .* inside the runs folder"),
         ("exports/x.onnx", r"ends in \.onnx but the format is npz"),
         ("exports", "is a folder"),
@@ -148,12 +155,12 @@ def test_bad_output_paths_are_refused(repo, out, message):
     (repo / "exports").mkdir(exist_ok=True)
     before = sorted(str(p) for p in (repo / "runs").rglob("*"))
     with pytest.raises(ConfigError, match=message):
-        export_run(repo / "runs/direct/w2a2", "npz", repo / out)
+        export_run(repo / RUN, "npz", repo / out)
     assert sorted(str(p) for p in (repo / "runs").rglob("*")) == before
 
 
 def test_unknown_format_and_missing_folder(repo, tmp_path):
     with pytest.raises(ConfigError, match="unknown export format 'tflite'; choose one of npz"):
-        export_run(repo / "runs/direct/w2a2", "tflite", tmp_path / "x.tflite")
+        export_run(repo / RUN, "tflite", tmp_path / "x.tflite")
     with pytest.raises(ConfigError, match="run folder not found"):
         export_run(repo / "runs/direct/w9a9", "npz", tmp_path / "x.npz")

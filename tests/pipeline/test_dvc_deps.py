@@ -32,6 +32,14 @@ def _training_code(stage: str) -> set[str]:
     }  # fmt: skip
 
 
+def _has(tree: dict, dotted: str) -> bool:
+    for part in dotted.split("."):
+        if not isinstance(tree, dict) or part not in tree:
+            return False
+        tree = tree[part]
+    return True
+
+
 def _dvc(args: list[str], cwd: Path) -> str:
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
     out = subprocess.run(["dvc", *args], cwd=cwd, env=env, capture_output=True, text=True)
@@ -56,7 +64,10 @@ def test_every_pipeline_shares_the_root_stage_graph(where: Path) -> None:
 @pytest.mark.parametrize("where", WHERE, ids=IDS)
 def test_each_stage_depends_on_the_code_and_params_it_reads(where: Path) -> None:
     stages = yaml.safe_load((where / "dvc.yaml").read_text())["stages"]
+    params = yaml.safe_load((where / "params.yaml").read_text())
     for name, st in stages.items():
+        for key in st["params"]:  # `dvc repro` refuses a stage whose params.yaml lacks one
+            assert _has(params, key), (name, key)
         deps = {d.removeprefix("${pipeline.code}/") for d in st["deps"]}
         stage = st["cmd"].split()[2]
         if stage == "prepare":

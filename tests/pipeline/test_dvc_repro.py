@@ -140,3 +140,25 @@ def _wait_queue(repo: Path, timeout: float = 1200) -> None:
             return
         time.sleep(2)
     raise AssertionError("the DVC queue did not finish")
+
+
+@pytest.mark.slow
+def test_a_quantizer_sweep_gives_each_quantizer_its_own_cell(tmp_path):
+    """`dvc exp run --queue -S common.quantizer=dorefa,lsq` (direct W2A2 only), then
+    `lowbit archive --experiments` and the report: two cells, one per quantizer, each
+    with its own seed-0 run, never averaged together."""
+    repo = shrunk.shrunken_pipeline(tmp_path / "repo", bits=[2], epochs=1)
+    stages = ["direct", "report"]
+    _ok(["dvc", "repro", *stages], repo)
+    shrunk.commit(repo, "baseline")
+    _ok(["dvc", "exp", "run", "--queue", "-S", "common.quantizer=dorefa,lsq", *stages], repo)
+    _ok(["dvc", "queue", "start", "-j", "1"], repo)
+    _wait_queue(repo)
+    _ok(["lowbit", "archive", "--to", "results", "--experiments"], repo)
+    archived = sorted(p.name for p in (repo / "results" / "seed0" / "direct").iterdir())
+    assert archived == ["w2a2", "w2a2-lsq"], archived
+    _ok(["dvc", "repro", "report"], repo)
+    text = (repo / "reports" / "digits-resnet20" / "README.md").read_text()
+    rows = [ln for ln in text.splitlines() if ln.startswith("| W2A2 | direct")]
+    assert len(rows) == 2 and any("direct [lsq]" in r for r in rows), rows
+    assert all("±" not in r for r in rows), rows  # one seed each: nothing pooled

@@ -64,7 +64,7 @@ def test_the_fp_start_is_looked_up_in_the_run_s_own_folder(tmp_path: Path) -> No
     # and a clipped one): the same init path names a different network in each
     seeded_runs(tmp_path / "plain", {("fp", 32): FP[:1], ("direct", 2): DIRECT[:1]})
     seeded_runs(tmp_path / "clip", {("sp", 2): DIRECT[:1]})
-    write_run(tmp_path / "clip", "seed0/pretrain", stage="pretrain", method="fp", tag="clip",
+    write_run(tmp_path / "clip", "seed0/pretrain", stage="pretrain", method="fp", fp_start="clip",
               w_bits=32, a_bits=32, seed=0, init="scratch", history=False)  # fmt: skip
     nets = collect([tmp_path / "plain", tmp_path / "clip"]).nets
     roots = dict(zip(nets["run_path"], fp_roots(nets), strict=True))

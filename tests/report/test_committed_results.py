@@ -14,7 +14,7 @@ from lowbit.report import build_report
 from lowbit.report.collect import collect, read_history
 
 ROOT = Path(__file__).resolve().parents[2]
-FOLDERS = sorted({p.parent for p in ROOT.glob("**/results/seed*") if ".venv" not in p.parts})
+FOLDERS = sorted({p.parent for p in ROOT.glob("**/results*/seed*") if ".venv" not in p.parts})
 
 
 def test_every_pipeline_has_a_results_folder():

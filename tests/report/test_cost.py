@@ -84,7 +84,7 @@ def test_committed_tables_name_no_path_of_this_machine(tmp_path: Path) -> None:
 
 def test_archive_copies_the_small_files_per_seed_and_refuses_to_overwrite(tmp_path) -> None:
     runs = tmp_path / "runs"
-    write_run(runs, "direct/w2a2", seed=3)
+    write_run(runs, "direct/w2a2", stage="direct", seed=3)
     write_run(runs, ".resume/direct/_", seed=3)  # resume state: never archived
     (runs / "direct/w2a2/model.pt").write_bytes(b"big")
     out = archive(runs, tmp_path / "results")
