@@ -20,6 +20,7 @@ import torch
 import torch.distributed as dist
 
 from lowbit.data.backend import ffcv_available, ffcv_unavailable_reason
+from lowbit.data.cpus import bound_workers
 from lowbit.data.meta import DatasetMeta, verify_files
 from lowbit.errors import ConfigError, DataError
 
@@ -145,6 +146,7 @@ def build_loaders(
     batch; val keeps it."""
     o = replace(options or LoaderOptions(), **overrides)
     _check(batch_size, o.workers, o.augment, o.order, o.distributed)
+    workers = bound_workers(o.workers)  # at most one worker per CPU this process may use
     data_dir = Path(data_dir)
     meta = DatasetMeta.load(data_dir)
     verify_files(meta, data_dir, o.verify)
@@ -164,7 +166,7 @@ def build_loaders(
             meta=meta,
             train=train,
             batch_size=batch_size,
-            workers=o.workers,
+            workers=workers,
             device=torch.device(o.device),
             seed=o.seed,
             augment=augment if train else ("none" if augment == "cifar" else augment),
