@@ -19,7 +19,7 @@ import json
 from collections.abc import Callable, Iterator
 from pathlib import Path, PurePosixPath
 
-from lowbit.checkpoint import atomic_write_bytes
+from lowbit.checkpoint import atomic_write_bytes, require_writable, unwritable
 from lowbit.errors import ConfigError
 from lowbit.identity import RunId
 
@@ -101,9 +101,13 @@ def _write(runs: list[Run], dest: Path, force: bool) -> list[Path]:
                     f"{target} already holds other results of this seed; "
                     "pass --force to replace them"
                 )
+    require_writable(dest, "--to")  # a target that refuses files: before any write
     for target, files in seen.items():
         for name, data in files.items():
-            atomic_write_bytes(target / name, data)
+            try:
+                atomic_write_bytes(target / name, data)
+            except OSError as e:
+                raise unwritable(target / name, e, "--to") from None
     return sorted(seen)
 
 

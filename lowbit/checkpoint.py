@@ -17,7 +17,7 @@ from typing import Any, BinaryIO
 
 import torch
 
-from lowbit.errors import CheckpointError
+from lowbit.errors import CheckpointError, ConfigError
 
 FORMAT = 1
 
@@ -68,6 +68,33 @@ def _is_enospc(e: BaseException) -> bool:
         return e.errno == errno.ENOSPC
     text = str(e)
     return isinstance(e, RuntimeError) and ("unexpected pos" in text or "write failed" in text)
+
+
+def require_writable(path: Path, option: str) -> None:
+    """ConfigError (naming `path` and why) unless files can be created at `path` (a file,
+    or a folder to write into), checked before the work whose result goes there: a temp
+    file in the nearest existing folder. (os.access is no test: as root it says yes to
+    /proc.)"""
+    folder = Path(path).absolute()
+    if not folder.is_dir():
+        folder = folder.parent
+    while not folder.exists():
+        folder = folder.parent
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".lowbit-probe.", dir=folder)
+    except OSError as e:
+        raise ConfigError(
+            f"cannot write {path}: {folder} does not accept new files ({e.strerror}); "
+            f"choose another {option}"
+        ) from None
+    os.close(fd)
+    os.unlink(probe)
+
+
+def unwritable(path: Path, e: OSError, option: str) -> ConfigError:
+    """The one-line error for a write to `path` that failed with `e` (the temp file of
+    an atomic write, or a folder above it, could not be created)."""
+    return ConfigError(f"cannot write {path} ({e.strerror}); choose another {option}")
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

@@ -20,6 +20,7 @@ from ffcv.fields import IntField, RGBImageField
 from ffcv.memory_allocator import MemoryAllocator
 from ffcv.writer import MIN_PAGE_SIZE, DatasetWriter
 
+from lowbit.data.cpus import bound_workers
 from lowbit.data.splits import Split
 from lowbit.data.writer import STATS_COLS, check_sample, sample_stats
 from lowbit.errors import DataError
@@ -152,7 +153,9 @@ def write_beton(
     page_size = page_size_for(max_sample_bytes)
     # Each worker fills its own pages; a worker per page of data at most, so tiny splits
     # are not padded with half-empty pages.
-    workers = max(1, min(workers, -(-n // CHUNK), -(-n * max_sample_bytes // page_size)))
+    workers = max(
+        1, min(bound_workers(workers), -(-n // CHUNK), -(-n * max_sample_bytes // page_size))
+    )
     writer = _GuardedWriter(
         str(path),
         {"image": image, "label": IntField()},

@@ -20,6 +20,7 @@ import torch
 import torch.distributed as dist
 
 from lowbit.data.backend import ffcv_available, ffcv_unavailable_reason
+from lowbit.data.cpus import bound_workers
 from lowbit.data.meta import DatasetMeta, verify_files
 from lowbit.errors import ConfigError, DataError
 
@@ -144,14 +145,15 @@ def build_loaders(
     (or its fields as keywords): see LoaderOptions. Training drops the last partial
     batch; val keeps it."""
     o = replace(options or LoaderOptions(), **overrides)
-    meta, backend, augment = _open(Path(data_dir), batch_size, o)
+    opened = _open(Path(data_dir), batch_size, o)
+    meta = opened[0]
     if meta.counts["train"] < batch_size * (dist.get_world_size() if o.distributed else 1):
         raise DataError(
             f"{data_dir}: {meta.counts['train']} training samples are fewer than one batch "
             f"({batch_size}); training drops partial batches"
         )
-    train = _loader(Path(data_dir), "train", (meta, backend, augment), batch_size, o)
-    return train, _loader(Path(data_dir), "val", (meta, backend, augment), batch_size, o)
+    train = _loader(Path(data_dir), "train", opened, batch_size, o)
+    return train, _loader(Path(data_dir), "val", opened, batch_size, o)
 
 
 def build_eval_loader(
@@ -160,14 +162,18 @@ def build_eval_loader(
     """An evaluation loader over another split (the held-out `test` images, when
     prepare wrote them; None when it did not), transformed like the val loader."""
     o = options or LoaderOptions()
-    meta, backend, augment = _open(Path(data_dir), batch_size, o)
-    if split not in meta.counts:
+    opened = _open(Path(data_dir), batch_size, o)
+    if split not in opened[0].counts:
         return None
-    return _loader(Path(data_dir), split, (meta, backend, augment), batch_size, o)
+    return _loader(Path(data_dir), split, opened, batch_size, o)
 
 
-def _open(data_dir: Path, batch_size: int, o: LoaderOptions) -> tuple[DatasetMeta, str, str]:
-    """(meta, backend, resolved augment) of a prepared dataset, its files verified."""
+Opened = tuple[DatasetMeta, str, str, int]  # meta, backend, resolved augment, workers
+
+
+def _open(data_dir: Path, batch_size: int, o: LoaderOptions) -> Opened:
+    """A prepared dataset, its files verified, and the workers its loaders get: at most
+    one per CPU this process may use (lowbit.data.cpus)."""
     _check(batch_size, o.workers, o.augment, o.order, o.distributed)
     meta = DatasetMeta.load(data_dir)
     verify_files(meta, data_dir, o.verify)
@@ -175,19 +181,19 @@ def _open(data_dir: Path, batch_size: int, o: LoaderOptions) -> tuple[DatasetMet
     augment = o.augment
     if augment == "auto":
         augment = "cifar" if meta.image_size <= 64 else "imagenet"
-    return meta, backend, augment
+    return meta, backend, augment, bound_workers(o.workers)
 
 
-def _loader(data_dir: Path, split: str, opened: tuple[DatasetMeta, str, str], batch_size: int,
+def _loader(data_dir: Path, split: str, opened: Opened, batch_size: int,
             o: LoaderOptions) -> EpochLoader:  # fmt: skip
-    meta, backend, augment = opened
+    meta, backend, augment, workers = opened
     train = split == "train"
     spec = LoaderSpec(
         path=data_dir / meta.data_file(split),
         meta=meta,
         train=train,
         batch_size=batch_size,
-        workers=o.workers,
+        workers=workers,
         device=torch.device(o.device),
         seed=o.seed,
         augment=augment if train else ("none" if augment == "cifar" else augment),

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from lowbit.checkpoint import atomic_write_bytes
+from lowbit.checkpoint import atomic_write_bytes, unwritable
 from lowbit.export.build import build_program
 from lowbit.export.check import LayerCheck, check_layers, format_check, require_integer
 from lowbit.export.npz import program_to_npz
@@ -98,7 +98,10 @@ def export_run(
     program = build_program(run.model, {**run.arch, "stage": run.stage})
     data = program_to_npz(program) if fmt == "npz" else program_to_onnx(program)
     checked, note = _verify(run, fmt, data, program, max_images) if check else (None, "")
-    atomic_write_bytes(path, data)
+    try:
+        atomic_write_bytes(path, data)
+    except OSError as e:  # e.g. the folder went away or turned read-only since output_path
+        raise unwritable(path, e, "--out") from None
     size = run.checkpoint.stat().st_size
     notes = [note] if note else []
     return ExportResult(path, fmt, len(data), size, rows, checked, notes, checked=check)

@@ -137,6 +137,7 @@ def output_path(run: LoadedRun, fmt: str, out: Path | None) -> Path:
                 f"refusing to write {out} inside the runs folder {root}: DVC manages it "
                 "(choose --out outside it)"
             )
+    checkpoint.require_writable(out, "--out")  # before the export is built and checked
     return out
 
 

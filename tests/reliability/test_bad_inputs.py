@@ -6,6 +6,8 @@ from __future__ import annotations
 import fcntl
 import os
 import shutil
+import subprocess
+import sys
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -30,14 +32,15 @@ BASE = {
 
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory) -> Path:
-    """digits prepared + a 1-epoch FP network, reused (copied) by the cases that need it."""
+    """digits prepared + a 1-epoch FP network + a 1-epoch W2A2 one (for export), reused
+    (copied) by the cases that need them."""
     repo = tmp_path_factory.mktemp("prepared")
     (repo / "params.yaml").write_text(yaml.safe_dump(BASE))
     cwd = os.getcwd()
     os.chdir(repo)
     try:
-        for stage in ("prepare", "pretrain"):
-            r = runner.invoke(app, ["stage", stage])
+        for args in (["prepare"], ["pretrain"], ["direct", "--bits", "2"]):
+            r = runner.invoke(app, ["stage", *args])
             assert r.exit_code == 0, r.output
     finally:
         os.chdir(cwd)
@@ -49,11 +52,12 @@ def _fresh(tmp_path: Path, params: dict | None = None) -> Path:
     return tmp_path
 
 
-def _with_data(prepared: Path, tmp_path: Path, runs: bool = False) -> Path:
+def _with_data(prepared: Path, tmp_path: Path, runs: bool = False, w2a2: bool = False) -> Path:
     shutil.copy(prepared / "params.yaml", tmp_path)
     shutil.copytree(prepared / "data", tmp_path / "data")
-    if runs:
-        shutil.copytree(prepared / "runs" / "pretrain", tmp_path / "runs" / "pretrain")
+    for stage, wanted in (("pretrain", runs), ("direct", w2a2)):
+        if wanted:
+            shutil.copytree(prepared / "runs" / stage, tmp_path / "runs" / stage)
     return tmp_path
 
 
@@ -150,6 +154,9 @@ CASES: list[Case] = [
     ("other class count", ["stage", "direct", "--bits", "2"], "num_classes=100", lambda p, t: (_with_data(p, t, runs=True), _foreign_checkpoint(t, 100))[0]),
     ("other model", ["stage", "direct", "--bits", "2"], "model='preresnet20'", lambda p, t: (_with_data(p, t, runs=True), _foreign_checkpoint(t, 10, "preresnet20"))[0]),
     ("non-finite loss", ["stage", "direct", "--bits", "2", "--set", "optim.lr=1e30"], "non-finite loss", lambda p, t: _with_data(p, t, runs=True)),
+    ("export to /proc", ["export", "runs/direct/w2a2", "--out", "/proc/x.npz"], "cannot write /proc/x.npz: /proc does not accept new files (No such file or directory); choose another --out", lambda p, t: _with_data(p, t, w2a2=True)),
+    ("export below a file", ["export", "runs/direct/w2a2", "--out", "params.yaml/x.npz"], "cannot write params.yaml/x.npz: ", lambda p, t: _with_data(p, t, w2a2=True)),
+    ("archive to /proc", ["archive", "--to", "/proc/x"], "cannot write /proc/x: /proc does not accept new files (No such file or directory); choose another --to", lambda p, t: _with_data(p, t, runs=True)),
     ("pickle that runs code", ["stage", "direct", "--bits", "2"], "objects lowbit will not unpickle", lambda p, t: (_with_data(p, t, runs=True), _code_pickle(t))[0]),  # and PWNED never appears
 ]  # fmt: skip
 
@@ -185,10 +192,45 @@ def test_output_folder_locked_by_another_running_stage(prepared, tmp_path, monke
     assert not (repo / "runs" / "direct").exists()
 
 
+def _session_processes(sid: int) -> list[str]:
+    """The processes alive in session `sid` (pid and command name), from /proc."""
+    alive = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            head, rest = stat.read_text().rsplit(")", 1)
+        except OSError:  # exited while we looked
+            continue
+        if int(rest.split()[3]) == sid:  # after the name: state, ppid, pgrp, session
+            alive.append(f"{stat.parent.name} {head.split('(', 1)[1]}")
+    return alive
+
+
+def test_absurd_worker_count_is_clamped_and_leaves_nothing_running(prepared, tmp_path):
+    """common.workers=100000 once forked a loader worker per unit until the kernel killed
+    the stage (exit 137), leaving workers behind. Workers never change results, so it is
+    clamped to the CPUs this process may use, with one warning, and the stage runs."""
+    repo = _with_data(prepared, tmp_path)
+    cmd = [sys.executable, "-m", "lowbit.cli", "stage", "pretrain", "--set",
+           "common.workers=100000", "--set", "common.runs_dir=runs-w"]  # fmt: skip
+    p = subprocess.Popen(cmd, cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True, start_new_session=True)  # fmt: skip
+    try:
+        _, err = p.communicate(timeout=300)
+    finally:
+        p.kill()
+    cpus = len(os.sched_getaffinity(0))
+    warned = [ln for ln in err.splitlines() if "common.workers=100000" in ln]
+    assert p.returncode == 0, err
+    assert len(warned) == 1, err
+    assert warned[0].endswith(f"is more than the {cpus} CPUs available (the CPUs this "
+                              f"process may run on); using {cpus} workers")  # fmt: skip
+    assert "Traceback" not in err and (repo / "runs-w/pretrain/metrics.json").is_file()
+    assert _session_processes(p.pid) == []  # no worker outlives the stage
+
+
 @pytest.fixture
 def small_disk(tmp_path):
     """A 1.6 MB tmpfs: room for the FP network (1.1 MB), not for a stage's first checkpoint."""
-    import subprocess
 
     disk = tmp_path / "disk"
     disk.mkdir()
@@ -217,5 +259,5 @@ def test_full_disk_is_one_clear_line_and_leaves_nothing(
 
 
 def test_catalogue_size():
-    assert len(CASES) + 1 >= 25
+    assert len(CASES) + 2 >= 25
     assert zipfile  # the zip layout is covered in tests/data
