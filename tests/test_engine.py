@@ -26,12 +26,15 @@ def _spec(tmp_path, epochs, name="last.pt"):
 
 
 def test_w2a2_learns_digits_well_above_chance(digits, tmp_path):
+    """W2A2 from random weights, 4 epochs. At lr 0.05 the first epochs barely moved and
+    the best top-1 landed at 59-74 % (seeds 0-7, two kernel sets): at the floor. At lr
+    0.1: 74-86 % (seeds 0-7 x {AVX2, ATen's default kernels})."""
     train, val = digits
-    t = _trainee()
+    t = _trainee(lr=0.1)
     hist = engine.fit([t], train, val, _spec(tmp_path, 4))
     s = engine.summarize(hist, "net")
     assert s["best_top1"] > 60.0, s  # chance is 10 %
-    assert s["epochs"] == 4 and hist.epochs[-1]["net/lr"] == pytest.approx(0.005)
+    assert s["epochs"] == 4 and hist.epochs[-1]["net/lr"] == pytest.approx(0.01)
     assert hist.epochs[0]["net/train_loss"] > hist.epochs[-1]["net/train_loss"]
 
 

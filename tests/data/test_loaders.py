@@ -211,21 +211,25 @@ def test_bad_loader_arguments(digits_npz):
 
 @pytest.mark.ffcv
 def test_engine_resume_equals_uninterrupted_with_ffcv_loaders(digits_ffcv_loaders, tmp_path):
+    """The 3-epoch run learns (chance: 10 %). 8 channels at a constant lr ended at 28-50 %
+    (seeds 0-7), below the floor on some: 32 channels with the last epoch at lr / 10 end
+    at 45-55 % (seeds 0-7 x {AVX2, ATen's default kernels}). The 2-epoch part is not held
+    to the floor; the resumed run equals the full one, which is."""
     train, val = digits_ffcv_loaders
 
-    def run(epochs: int, ckpt: Path) -> nn.Module:
+    def run(epochs: int, ckpt: Path) -> tuple[nn.Module, float]:
         torch.manual_seed(0)
-        model = nn.Sequential(nn.Conv2d(3, 8, 3, 2, 1), nn.ReLU(), nn.Flatten(),
-                              nn.Linear(8 * 8 * 8, 10))  # fmt: skip
-        t = engine.make_trainee("net", model, engine.OptimSpec(lr=0.05), CPU)
+        model = nn.Sequential(nn.Conv2d(3, 32, 3, 2, 1), nn.ReLU(), nn.Flatten(),
+                              nn.Linear(32 * 8 * 8, 10))  # fmt: skip
+        t = engine.make_trainee("net", model, engine.OptimSpec(lr=0.05, milestones=(2,)), CPU)
         spec = engine.FitSpec(epochs=epochs, seed=0, device=CPU, checkpoint=ckpt, progress=False)
         hist = engine.fit([t], train, val, spec)
-        assert hist.epochs[-1]["net/val_top1"] > 30.0  # learns (chance: 10 %)
-        return model
+        return model, hist.epochs[-1]["net/val_top1"]
 
-    full = run(3, tmp_path / "full.pt")
+    full, top1 = run(3, tmp_path / "full.pt")
+    assert top1 > 30.0  # learns (chance: 10 %)
     run(2, tmp_path / "part.pt")
-    resumed = run(3, tmp_path / "part.pt")  # resumes at epoch 3
+    resumed, _ = run(3, tmp_path / "part.pt")  # resumes at epoch 3
     for a, b in zip(full.state_dict().values(), resumed.state_dict().values(), strict=True):
         assert torch.equal(a, b)
 

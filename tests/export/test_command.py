@@ -16,22 +16,25 @@ from lowbit.config import load_config
 from lowbit.data import DatasetMeta
 from lowbit.errors import CheckpointError, ConfigError, LowbitError
 from lowbit.export import export_run, program_from_npz
+from lowbit.export.command import ExportResult
 from lowbit.export.program import ExportError
 from lowbit.stages import stage_function
 
 pytestmark = pytest.mark.slow
 
+# No augmentation: CIFAR's 4-pixel pad-and-crop shifts an 8x8 digit by up to half its
+# width, and with it the FP network ended near 68 % and W2A2 near chance (10 %) on some
+# hosts. Without it: FP 98-100 %, W2A2 74-90 % over seeds 0-4 x {AVX2, ATen's default
+# kernels}. Direct W2A2 fine-tunes with the default pipeline's recipe (lr 0.02, x0.1 at
+# 40 % and 60 %).
 PARAMS = {
     "common": {
         "seed": 0, "dataset": "digits", "batch_size": 64, "workers": 0, "loader": "torch",
-        "progress": False, "runs_dir": "runs", "data_dir": "data",
+        "progress": False, "runs_dir": "runs", "data_dir": "data", "augment": "none",
     },
-    # 16x16: direct W2A2 at 8x8 sat near chance (14-26 % top-1 of the 360 validation
-    # images, whatever the FP epochs, lr, schedule or block outputs); at 16x16 it reaches
-    # 83 % (FP 96 %), far from the floor below, for 15 s more
-    "prepare": {"image_size": 16},
+    "prepare": {"image_size": 8},
     "pretrain": {"epochs": 10, "optim": {"lr": 0.1, "milestones": [0.7]}},
-    "direct": {"epochs": 8, "optim": {"lr": 0.05, "milestones": [0.7]}},
+    "direct": {"epochs": 8, "optim": {"lr": 0.02, "milestones": [0.4, 0.6]}},
 }  # fmt: skip
 RUN = "runs/direct/w2a2"  # the run's folder: stage/slug (lowbit.identity)
 
@@ -51,13 +54,18 @@ def leftovers(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
 
 
-def test_npz_check_agrees_on_every_validation_image(repo, tmp_path, capsys):
-    result = export_run(repo / RUN, "npz", tmp_path / "w2a2.npz", check=True)
+@pytest.fixture(scope="module")
+def checked_npz(repo, tmp_path_factory) -> ExportResult:
+    out = tmp_path_factory.mktemp("npz") / "w2a2.npz"
+    return export_run(repo / RUN, "npz", out, check=True)
+
+
+def test_npz_check_agrees_on_every_validation_image(repo, checked_npz, capsys):
+    result = checked_npz
     n_val = DatasetMeta.load(repo / "data").counts["val"]
     v = result.verification
     assert v.exact.images == n_val and v.exact.exact  # float64: every code, every image
     assert v.deployed.images == n_val and v.deployed.same_top1 == n_val  # float32 model
-    assert v.deployed.model_correct > 0.15 * n_val  # trained: above 10% chance at W2A2
     assert result.path.is_file() and result.size_bytes == result.path.stat().st_size
     assert result.size_bytes * 8 < result.checkpoint_bytes  # 2-bit codes vs float32
     program = program_from_npz(result.path)
@@ -67,6 +75,15 @@ def test_npz_check_agrees_on_every_validation_image(repo, tmp_path, capsys):
     assert "float64" in text and f"top-1 equal on {n_val}/{n_val}" in text
     print(text)  # the numbers, in the test log
     assert "wrote" in capsys.readouterr().out
+
+
+def test_the_exported_network_is_trained(repo, checked_npz):
+    """The agreement above is about a network that has learnt the digits (chance: 10 %):
+    one that predicts a class or two would agree with any export trivially. Apart from
+    the agreement, so that a training that learnt less on some host is told apart from
+    an export that computes something else."""
+    n_val = DatasetMeta.load(repo / "data").counts["val"]
+    assert checked_npz.verification.deployed.model_correct > 0.5 * n_val
 
 
 def test_onnx_check_runs_the_graph_on_every_validation_image(repo, tmp_path):
@@ -149,6 +166,8 @@ def test_full_precision_run_is_refused(repo, tmp_path):
         ("runs/elsewhere.npz", "refusing to write .* inside the runs folder"),
         ("exports/x.onnx", r"ends in \.onnx but the format is npz"),
         ("exports", "is a folder"),
+        ("/proc/x.npz", r"cannot write /proc/x\.npz: /proc does not accept new files \(No such"),
+        ("params.yaml/x.npz", r"params\.yaml does not accept new files \(Not a directory\)"),
     ],
 )
 def test_bad_output_paths_are_refused(repo, out, message):
@@ -164,3 +183,19 @@ def test_unknown_format_and_missing_folder(repo, tmp_path):
         export_run(repo / RUN, "tflite", tmp_path / "x.tflite")
     with pytest.raises(ConfigError, match="run folder not found"):
         export_run(repo / "runs/direct/w9a9", "npz", tmp_path / "x.npz")
+
+
+def test_a_write_that_fails_after_the_check_is_one_error_line(repo, tmp_path, monkeypatch):
+    """The target was writable when checked, the write fails later (a folder removed or
+    remounted read-only meanwhile; no such race can be staged here, so the write raises
+    what the OS would): one line naming the path, and nothing written."""
+    from lowbit.export import command
+
+    def refused(path: Path, data: bytes) -> None:
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(command, "atomic_write_bytes", refused)
+    out = tmp_path / "x.npz"
+    with pytest.raises(ConfigError, match=r"cannot write .*x\.npz \(Permission denied\); choose"):
+        export_run(repo / RUN, "npz", out)
+    assert leftovers(tmp_path) == []
