@@ -14,6 +14,11 @@ scale.
 
 from __future__ import annotations
 
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
 import torch
 from torch import Tensor, nn
 
@@ -32,6 +37,33 @@ def run(rec: Record, s: dict) -> None:
     _layers(rec, dev)
     _half_levels(rec, dev)
     _half_network(rec, dev)
+    _suite(rec, s)
+
+
+def cuda_tests(root: Path) -> list[str]:
+    """pytest node ids of the test suite's functions marked to skip without CUDA."""
+    ids = []
+    for path in sorted((root / "tests").rglob("test_*.py")):
+        for node in ast.parse(path.read_text()).body:
+            marks = [ast.unparse(d) for d in getattr(node, "decorator_list", [])]
+            if isinstance(node, ast.FunctionDef) and any("needs CUDA" in m for m in marks):
+                ids.append(f"{path.relative_to(root)}::{node.name}")
+    return ids
+
+
+def _suite(rec: Record, s: dict) -> None:
+    """The test suite's own CUDA tests (they skip without CUDA)."""
+    ids = cuda_tests(Path(s["root"]))
+    cmd = [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", *ids]
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=s["root"])
+    last = (out.stdout.strip().splitlines() or [""])[-1]
+    cuda = s["device"] == "cuda"
+    rec.check(
+        "the test suite's CUDA tests",
+        out.returncode == 0 if cuda else None,
+        {"tests": len(ids)},
+        last[:200],
+    )
 
 
 def _flips(a: Tensor, b: Tensor, step: float) -> dict:
