@@ -68,7 +68,7 @@ def _fp_start(cfg: StageConfig, arch: dict[str, Any]) -> chain.Init:
         return chain.Init(None)
     from lowbit.models.pretrained import load_start
 
-    state, source = load_start(start, chain.fresh_fp(arch), arch["model"], cfg.base_dir)
+    state, source = load_start(start, chain.fp_net(arch), arch["model"], cfg.base_dir)
     return chain.Init(state, source=source)
 
 

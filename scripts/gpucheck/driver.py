@@ -24,13 +24,15 @@ ROOT = Path(__file__).resolve().parents[2]
 STEPS = ("setup", "quant", "steptime", "training", "ddp")
 # Per profile: each step's cap (s) and sizes. gpu: the lent H200, caps summing to 540 s
 # of the 600 s one command may run; cpu: the dry run; quick: the CI test's dry run.
+# The accuracy floor is the GPU's: W2A2 from scratch at the gpu profile's size reached
+# 38.2 % top-1 on the CPU (seed 0, eager fp32); the dry runs train too little for one.
 PROFILES: dict[str, dict] = {
     "gpu": {
         "caps": {"setup": 45, "quant": 60, "steptime": 150, "training": 195, "ddp": 90},
         "steptime": {"batch": 250, "warmup": 3, "reps": 10, "per_rep": 5, "compiled": True},
         "training": {"per_class": 1000, "epochs": 10, "batch": 250, "workers": 2, "lr": 0.1,
                      "seeds": {"eager": 3, "compiled": 2, "compiled-bf16": 2}, "parallel": 9,
-                     "floor": 35.0, "compile_threads": 4},
+                     "floor": 30.0, "compile_threads": 4},
         "ddp": {"batch": 64, "steps": 6},
     },
     "cpu": {
@@ -38,7 +40,7 @@ PROFILES: dict[str, dict] = {
         "steptime": {"batch": 32, "warmup": 1, "reps": 3, "per_rep": 2, "compiled": True},
         "training": {"per_class": 40, "epochs": 2, "batch": 40, "workers": 1, "lr": 0.1,
                      "seeds": {"eager": 2, "compiled": 2, "compiled-bf16": 1}, "parallel": 1,
-                     "floor": 12.0, "compile_threads": 2},
+                     "floor": 0.0, "compile_threads": 2},
         "ddp": {"batch": 8, "steps": 3},
     },
     "quick": {

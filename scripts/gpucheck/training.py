@@ -162,8 +162,9 @@ def _one(s: dict, params: Path, work: Path, name: str, group: str, seed: int) ->
 
 
 def _result(runs_dir: Path) -> dict:
-    out = runs_dir / "direct" / "w2a2"
-    m = json.loads((out / "metrics.json").read_text())
+    (metrics,) = runs_dir.glob("direct/*/metrics.json")  # runs/direct/<the run's slug>
+    out = metrics.parent
+    m = json.loads(metrics.read_text())
     return {"top1": float(m["top1"]), "wall_s": float(m["wall_s"]), "model": str(out / "model.pt")}
 
 
@@ -171,7 +172,7 @@ def _killed(s: dict, params: Path, work: Path) -> tuple:
     """Seed 0 eager, SIGKILLed half an epoch after its (epochs // 2)-th checkpoint, rerun."""
     name, log = "eager-s0-resumed", work / "eager-s0-resumed.log"
     args = _command(s, params, name, "eager", 0)
-    ckpt = work / "runs" / name / ".resume" / "direct" / "w2a2" / "round0.pt"
+    ckpt = work / "runs" / name / ".resume" / "direct"  # <slug>/round0.pt below
     try:
         proc = _start(s, args, log)
         seen = _watch(proc, ckpt, max(1, s["sizes"]["training"]["epochs"] // 2))
@@ -195,8 +196,9 @@ def _watch(proc: subprocess.Popen, ckpt: Path, writes: int) -> list[float]:
     while proc.poll() is None and len(seen) < writes:
         time.sleep(0.05)
         try:
-            stamp = ckpt.stat().st_mtime_ns
-        except FileNotFoundError:  # not yet, or between the write and its rename
+            (path,) = ckpt.glob("*/round0.pt")
+            stamp = path.stat().st_mtime_ns
+        except (ValueError, FileNotFoundError):  # not yet, or between write and rename
             continue
         if stamp != last:
             last = stamp
