@@ -36,6 +36,18 @@ class DistEnv:
         return self.world_size > 1
 
 
+def bind(device: torch.device | None) -> None:
+    """Make `device` the calling thread's current CUDA device (nothing for the CPU).
+
+    CUDA's current device belongs to each host thread, and a new thread starts on
+    device 0. Whatever uses the current device implicitly (the default stream, events,
+    FFCV's loader thread) must run in a thread bound to the device the stage trains
+    on: a process on cuda:N, and every rank but rank 0 of a node.
+    """
+    if device is not None and device.type == "cuda" and device.index is not None:
+        torch.cuda.set_device(device)
+
+
 def backend(device: str = "auto") -> str:
     """nccl when the stage trains on a GPU, gloo on the CPU (also on a GPU node when
     common.device is cpu: NCCL cannot reduce CPU tensors)."""
@@ -95,33 +107,44 @@ def wrap(model: nn.Module, device: torch.device, sampled: bool = False) -> nn.Mo
     DDP averages gradients over ranks, so with per-rank batches of B the update equals
     one process's update on the global batch of B x world (BatchNorm aside: its batch
     statistics stay per rank). find_unused_parameters (an extra graph walk every step) is
-    turned on only where a step can leave parameters unused: stochastic precision
-    (`sampled`) switching off quantizers with learned parameters (PACT's alpha, LSQ's
-    step) for whole steps.
+    turned on only where a step can leave parameters unused (`may_leave_unused`).
     """
     if world_size() == 1 or isinstance(model, nn.parallel.DistributedDataParallel):
         return model
-    # One wrapper per network for the life of the process group: a training stage makes
-    # new trainees for the same network every round, and a second DDP over the same
-    # parameters would register a second set of gradient hooks. The network keeps its
-    # wrapper (a plain attribute, not a submodule); a new process group wraps anew.
+    unused = may_leave_unused(model, sampled)
+    # One wrapper per network and round setting for the life of the process group: a
+    # training stage makes new trainees for the same network every round, and a second
+    # DDP over the same parameters would register a second set of gradient hooks. The
+    # network keeps its wrapper (a plain attribute, not a submodule); a new process
+    # group wraps anew, and so does a round that uses other parameters (TS stage 2 after
+    # stage 1), once the old wrapper's hooks are removed.
     cached = model.__dict__.get("_lowbit_ddp")
     if cached is not None and cached.process_group is dist.group.WORLD:
-        return cached
+        if cached.find_unused_parameters == unused:
+            return cached
+        cached._remove_autograd_hooks()
     ids = None
     if device.type == "cuda":
         ids = [device.index if device.index is not None else torch.cuda.current_device()]
-    ddp = nn.parallel.DistributedDataParallel(
-        model, device_ids=ids, find_unused_parameters=sampled and _has_quantizer_params(model)
-    )
+    ddp = nn.parallel.DistributedDataParallel(model, device_ids=ids, find_unused_parameters=unused)
     object.__setattr__(model, "_lowbit_ddp", ddp)  # not nn.Module's: no submodule
     return ddp
 
 
-def _has_quantizer_params(model: nn.Module) -> bool:
+def may_leave_unused(model: nn.Module, sampled: bool = False) -> bool:
+    """Whether a step may leave a learned quantizer parameter (PACT's alpha, LSQ's step)
+    out of the forward: stochastic precision (`sampled`) switches quantizers off for
+    whole steps, a disabled quantizer (TS stage 1 with a_mode relu) is an identity, and
+    at 32 bits LSQ does not round (TS stage 1 with a_mode clip). Conservative: PACT's
+    alpha still clips at 32 bits, and is counted as possibly unused there too."""
     from lowbit.quant.convert import iter_quantizers
+    from lowbit.quant.functional import MAX_BITS
 
-    return any(p.requires_grad for _, q in iter_quantizers(model) for p in q.parameters())
+    for _, q in iter_quantizers(model):
+        idle = sampled or not q.enabled or q.bits >= MAX_BITS
+        if idle and any(p.requires_grad for p in q.parameters()):
+            return True
+    return False
 
 
 def all_agree(ok: bool) -> bool:

@@ -44,7 +44,8 @@ class Common(_Strict):
     fp_start: Literal["relu", "clip"] = "relu"
     channels_last: bool = True  # NHWC tensors: faster convolutions on CUDA and the CPU
     # Mixed precision of training and evaluation steps (autocast; GradScaler for fp16).
-    # The quantizers always compute in fp32; a bit-width the dtype cannot hold is refused.
+    # The quantizers always compute in fp32; a round at bit-widths the dtype cannot hold
+    # (16-bit levels in bf16) trains in fp32 (lowbit.quant.precision).
     precision: Literal["fp32", "fp16", "bf16"] = "fp32"
     # torch.compile the training and evaluation steps (inductor fuses every quantizer
     # into the ops around it, on CUDA and on the CPU); recompiles once per bit-width.

@@ -98,6 +98,11 @@ class Train(_Strict):
 
 
 class Pretrain(Train):
+    # Where the FP network starts: null (from scratch), torchvision:<NAME> (torchvision's
+    # published weights of common.model, e.g. IMAGENET1K_V1, read from the torch hub
+    # cache) or a checkpoint file; `epochs` then fine-tune it (lowbit.models.pretrained).
+    start: str | None = Field(None, min_length=1)
+
     @model_validator(mode="after")
     def _plain(self) -> Pretrain:
         if self.kd is not None or self.sp is not None:

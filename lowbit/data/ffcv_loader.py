@@ -15,9 +15,12 @@ from collections.abc import Iterator
 import torch
 from ffcv.fields.decoders import CenterCropRGBImageDecoder, IntDecoder, SimpleRGBImageDecoder
 from ffcv.loader import Loader, OrderOption
+from ffcv.loader.epoch_iterator import EpochIterator
+from ffcv.pipeline.compiler import Compiler
 from ffcv.transforms import ToDevice, ToTensor, ToTorchImage
 from ffcv.traversal_order import QuasiRandom
 
+from lowbit import distributed
 from lowbit.data import augment as aug
 from lowbit.data.ffcv_ops import (
     KeyCell,
@@ -59,6 +62,43 @@ def _label_pipeline(spec: LoaderSpec) -> list:
     return ops
 
 
+class _DeviceEpochIterator(EpochIterator):
+    """FFCV's epoch thread, bound to the loader's CUDA device before it runs: it records
+    the events that guard FFCV's output buffers on the current device's stream."""
+
+    def run(self) -> None:
+        distributed.bind(self.loader.cuda_device)  # type: ignore[attr-defined]
+        super().run()
+
+
+class _DeviceLoader(Loader):
+    """ffcv.loader.Loader whose epochs run on `cuda_device` (None: the CPU), in the
+    calling thread (FFCV's streams and the stream it waits on) and in its own thread."""
+
+    def __init__(self, *args: object, cuda_device: torch.device | None, **kwargs: object) -> None:
+        self.cuda_device = cuda_device
+        super().__init__(*args, **kwargs)
+
+    def __iter__(self) -> EpochIterator:
+        # Loader.__iter__ of ffcv 1.0.2 (pinned), with the epoch thread bound to the device
+        Compiler.set_num_threads(self.num_workers)
+        order = self.next_traversal_order()
+        selected_order = order[: len(self) * self.batch_size]
+        self.next_epoch += 1
+        if self.code is None or self.recompile:
+            self.generate_code()
+        distributed.bind(self.cuda_device)
+        return _DeviceEpochIterator(self, selected_order)
+
+
+def _cuda_device(device: torch.device) -> torch.device | None:
+    """The loader's CUDA device with its index (a bare "cuda" is the current one)."""
+    if device.type != "cuda":
+        return None
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    return torch.device("cuda", index)
+
+
 class FfcvLoader:
     """Iterable of (x float32 (N, 3, H, W), y int64 (N,)) with len() and set_epoch().
 
@@ -78,8 +118,9 @@ class FfcvLoader:
         # Validation over several ranks: each rank reads its own ids, unpadded (FFCV's
         # distributed SEQUENTIAL order pads like DistributedSampler, double-counting).
         shard = spec.distributed and not spec.train
-        self.loader = Loader(
+        self.loader = _DeviceLoader(
             str(spec.path),
+            cuda_device=_cuda_device(spec.device),
             batch_size=spec.batch_size,
             num_workers=max(1, spec.workers),
             os_cache=spec.order != "quasi_random",  # QUASI_RANDOM pays off with its own cache

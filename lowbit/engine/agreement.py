@@ -23,8 +23,14 @@ from lowbit.errors import TrainingError
 
 
 def top1_hits(logits: Tensor, y: Tensor) -> Tensor:
-    """(N,) bool on the CPU: whether each image's top-1 class is its label."""
-    return logits.argmax(dim=1).eq(y).cpu()
+    """(N,) bool on the logits' device: whether each image's top-1 class is its label.
+    They stay there until the evaluation ends (`on_host`): no host sync per batch."""
+    return logits.argmax(dim=1).eq(y)
+
+
+def on_host(hits: list[Tensor]) -> Tensor:
+    """One evaluation's per-batch answers as one (N,) bool CPU tensor: one copy."""
+    return torch.cat(hits).cpu() if hits else torch.zeros(0, dtype=torch.bool)
 
 
 def every_rank(hits: Tensor) -> list[Tensor]:

@@ -10,10 +10,11 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from lowbit import distributed
-from lowbit.engine.agreement import top1_hits
+from lowbit.engine.agreement import on_host, top1_hits
 from lowbit.engine.reduce import all_sum, topk_hits
 from lowbit.engine.steps import Execution, autocast, unwrap
 from lowbit.errors import TrainingError
+from lowbit.quant.precision import held_precision
 
 
 @torch.no_grad()
@@ -33,13 +34,14 @@ def evaluate(
     distributed.broadcast_buffers(model)
     was_training = model.training
     model.eval()
+    precision = held_precision(model, execution.precision)  # as its training steps
     sums = torch.zeros(4, dtype=torch.float64, device=device)  # loss*n, top1, top5, n
     hits: list[Tensor] = []
     for x, y in loader:
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         if execution.channels_last and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
-        with autocast(device, execution.precision):
+        with autocast(device, precision):
             logits = model(x).float()
         c1, c5 = topk_hits(logits, y)
         if keep_hits:
@@ -54,5 +56,5 @@ def evaluate(
         raise TrainingError("the evaluation loader yielded no samples")
     out = {"loss": loss / n, "top1": 100.0 * c1 / n, "top5": 100.0 * c5 / n}
     if keep_hits:
-        out["hits"] = torch.cat(hits) if hits else torch.zeros(0, dtype=torch.bool)
+        out["hits"] = on_host(hits)
     return out

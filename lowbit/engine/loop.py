@@ -19,7 +19,7 @@ from collections.abc import Iterable, Sequence
 import torch
 from torch import Tensor
 
-from lowbit.engine import agreement
+from lowbit.engine import agreement, compiling
 from lowbit.engine.evaluation import evaluate
 from lowbit.engine.loop_types import FitSpec, History, seed_everything
 from lowbit.engine.reduce import all_sum, rank_world, topk_hits
@@ -53,30 +53,45 @@ def fit(
     start, history = load_state(spec, trainees)
     if spec.on_resume is not None:
         spec.on_resume(history.epochs)  # the epochs a checkpoint restored ([] if none)
-    for epoch in range(start, spec.epochs):
-        seed_everything(spec.seed, epoch)
-        if hasattr(train_loader, "set_epoch"):
-            # The loader's epoch index runs on across the rounds and stages of a run's
-            # init chain (spec.data_offset), so no round replays another's batches.
-            train_loader.set_epoch(spec.data_offset + epoch)
-        t0, c0 = time.perf_counter(), time.process_time()
-        sums = _train_epoch(trainees, train_loader, spec, epoch, objective, hooks)
-        for h in hooks:
-            if hasattr(h, "on_epoch_end"):
-                h.on_epoch_end()
-        val = val_loader if _evaluates(spec, epoch) else None
-        row = _epoch_row(trainees, sums, val, spec, epoch, history)
-        row["epoch_s"] = time.perf_counter() - t0
-        row["cpu_s"] = time.process_time() - c0
-        row["images_per_s"] = row["train_images"] / max(row["epoch_s"], 1e-9)
-        history.wall_s += row["epoch_s"]
-        history.cpu_s += row["cpu_s"]
-        history.images += int(row["train_images"])
-        history.epochs.append(row)
-        save_state(spec, trainees, epoch, history)
-        if spec.on_epoch_end is not None:
-            spec.on_epoch_end(row)
+    with compiling.room(spec.execution.compile):
+        for epoch in range(start, spec.epochs):
+            _epoch(trainees, train_loader, val_loader, spec, epoch, (objective, hooks), history)
     return history
+
+
+def _epoch(
+    trainees: Sequence[Trainee],
+    train_loader: Iterable[tuple[Tensor, Tensor]],
+    val_loader: Iterable[tuple[Tensor, Tensor]],
+    spec: FitSpec,
+    epoch: int,
+    steps: tuple[Objective, Sequence[Hook]],
+    history: History,
+) -> None:
+    """Train, evaluate and checkpoint one epoch (its row appended to `history`)."""
+    objective, hooks = steps
+    seed_everything(spec.seed, epoch)
+    if hasattr(train_loader, "set_epoch"):
+        # The loader's epoch index runs on across the rounds and stages of a run's
+        # init chain (spec.data_offset), so no round replays another's batches.
+        train_loader.set_epoch(spec.data_offset + epoch)
+    t0, c0 = time.perf_counter(), time.process_time()
+    sums = _train_epoch(trainees, train_loader, spec, epoch, objective, hooks)
+    for h in hooks:
+        if hasattr(h, "on_epoch_end"):
+            h.on_epoch_end()
+    val = val_loader if _evaluates(spec, epoch) else None
+    row = _epoch_row(trainees, sums, val, spec, epoch, history)
+    row["epoch_s"] = time.perf_counter() - t0
+    row["cpu_s"] = time.process_time() - c0
+    row["images_per_s"] = row["train_images"] / max(row["epoch_s"], 1e-9)
+    history.wall_s += row["epoch_s"]
+    history.cpu_s += row["cpu_s"]
+    history.images += int(row["train_images"])
+    history.epochs.append(row)
+    save_state(spec, trainees, epoch, history)
+    if spec.on_epoch_end is not None:
+        spec.on_epoch_end(row)
 
 
 def _evaluates(spec: FitSpec, epoch: int) -> bool:

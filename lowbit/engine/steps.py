@@ -7,6 +7,7 @@ the paper's methods supply others (joint distillation) and hooks (stochastic pre
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
@@ -18,12 +19,14 @@ from torch.nn import functional as F
 
 from lowbit import distributed
 from lowbit.engine.optim import OptimSpec
+from lowbit.quant.precision import held_precision
 
 
 @dataclass(frozen=True)
 class Execution:
     """How the steps run, not what they compute: NHWC layout, autocast precision
-    ("fp32" | "fp16" | "bf16"), and torch.compile of the networks' forward."""
+    ("fp32" | "fp16" | "bf16"; a network whose bit-widths it cannot hold runs in fp32,
+    see step_precision), and torch.compile of the networks' forward."""
 
     channels_last: bool = True
     precision: str = "fp32"
@@ -69,20 +72,55 @@ def make_trainee(
         # replays the kernels of an uninterrupted one (automatic dynamic shapes would
         # switch the full batches to a dynamic graph mid-run, with other rounding).
         model.compile(dynamic=False)
+    precision = step_precision(name, model, execution.precision)
     # Several ranks: train through DDP (gradients averaged over ranks). Checkpoints and
     # quantizer state always go through _unwrap, so their keys never depend on it.
     model = distributed.wrap(model, device, execution.sampled)
+    # fp16 gradients underflow without loss scaling; bf16 has fp32's exponent range
+    fp16 = precision == "fp16"
     opt = torch.optim.SGD(
         model.parameters(),
         lr=spec.lr,
         momentum=spec.momentum,
         nesterov=spec.nesterov and spec.momentum > 0,
         weight_decay=spec.weight_decay,
+        # Under loss scaling the fused kernel takes the scale and the overflow flag as
+        # tensors and skips an overflowed step on the device; with the plain one
+        # GradScaler reads the flag on the host (`.item()`) every step, a stream stall.
+        fused=True if fp16 else None,
     )
-    # fp16 gradients underflow without loss scaling; bf16 has fp32's exponent range
-    fp16 = execution.precision == "fp16"
-    scaler = torch.amp.GradScaler(device.type) if fp16 else None
-    return Trainee(name, model, opt, spec, scaler, execution.precision)
+    scaler = None
+    if fp16:
+        scaler = torch.amp.GradScaler(device.type)
+        _zero_momentum(opt)
+    return Trainee(name, model, opt, spec, scaler, precision)
+
+
+def _zero_momentum(opt: torch.optim.SGD) -> None:
+    """Start every momentum buffer at zero. Fused SGD allocates them uninitialised at its
+    first step and fills them in the kernel, which a skipped step (GradScaler's first
+    steps overflow) never runs: later steps would read garbage. From zero, a first step
+    computes buf = 0.9 * 0 + grad = grad, what a fresh buffer holds (dampening 0)."""
+    if opt.defaults["momentum"] == 0:
+        return
+    for group in opt.param_groups:
+        for p in group["params"]:
+            opt.state[p]["momentum_buffer"] = torch.zeros_like(p)
+
+
+def step_precision(name: str, model: nn.Module, precision: str) -> str:
+    """The autocast precision `model`'s steps run in: `precision`, or fp32 for a round
+    whose quantizers round to more levels than it can hold (16-bit levels in bf16:
+    lowbit.quant.precision), with a warning that says so."""
+    held = held_precision(model, precision)
+    if held != precision:
+        warnings.warn(
+            f"{name}: {precision} cannot hold the levels of this round's bit-widths "
+            "(lowbit.quant.precision); the round trains and evaluates in fp32",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    return held
 
 
 AUTOCAST = {"fp16": torch.float16, "bf16": torch.bfloat16}

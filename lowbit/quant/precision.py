@@ -23,6 +23,12 @@ What this finds for torch's float16 (11 significant bits) and bfloat16 (8), as
 (10, 11) and (7, 8). Past the limit adjacent levels collide after the cast. float32
 is the quantizers' own arithmetic, where nothing is cast back: every bit-width that
 check_bits accepts passes.
+
+Past the limit the levels can still be computed exactly in float32 (the quantizers do),
+but autocast would cast them to the half type at every conv. So a network whose
+quantizers round past what the precision holds (the 16-bit first round of the paper
+pipelines' bit decay, 16 -> 8 -> 4 -> 2) trains that round in float32: the engine asks
+`held_precision` per network and round. The other rounds keep the mixed precision.
 """
 
 from __future__ import annotations
@@ -30,10 +36,18 @@ from __future__ import annotations
 import functools
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from lowbit.errors import ConfigError
 from lowbit.quant.functional import MAX_BITS, MIN_BITS, check_bits
+from lowbit.quant.quantizers import (
+    ClipActivation,
+    DoReFaWeight,
+    LSQActivation,
+    LSQWeight,
+    PACTActivation,
+    Quantizer,
+)
 
 PRECISIONS: dict[str, torch.dtype] = {
     "fp32": torch.float32,
@@ -119,3 +133,30 @@ def check_precision(bits: int, precision: str, role: str, quantizer: str = "dore
         f"levels collide when cast to {precision}; use at most {limit} {role} bits "
         f"(or 32, no rounding) with {precision}, or precision fp32"
     )
+
+
+# the level formula each quantizer class computes (its family's, see levels_hold)
+_FAMILY: dict[type[Quantizer], str] = {
+    DoReFaWeight: "dorefa", ClipActivation: "dorefa", PACTActivation: "pact",
+    LSQWeight: "lsq", LSQActivation: "lsq",
+}  # fmt: skip
+
+
+def _limit(q: Quantizer, precision: str) -> int:
+    """The largest bit-width `q`'s levels keep in `precision`; a quantizer class of
+    unknown levels gets the strictest limit of its role."""
+    family = next((_FAMILY[c] for c in type(q).__mro__ if c in _FAMILY), None)
+    if family is None:
+        return min(max_exact_bits(precision, q.role, f) for f in QUANTIZERS)
+    return max_exact_bits(precision, q.role, family)
+
+
+def held_precision(model: nn.Module, precision: str) -> str:
+    """`precision`, or "fp32" if some enabled quantizer of `model` rounds to more levels
+    than `precision` can hold (see the module docstring): the precision its steps run in."""
+    if PRECISIONS.get(precision) == torch.float32:
+        return precision
+    for q in model.modules():
+        if isinstance(q, Quantizer) and q.enabled and _limit(q, precision) < q.bits < MAX_BITS:
+            return "fp32"
+    return precision

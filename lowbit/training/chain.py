@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from lowbit import checkpoint, engine
+from lowbit import checkpoint, distributed, engine
 from lowbit.config import StageConfig
 from lowbit.errors import CheckpointError, ConfigError
 from lowbit.identity import RunId
@@ -45,6 +45,7 @@ def device_of(cfg: StageConfig) -> torch.device:
         torch.backends.cudnn.benchmark = True  # fixed input shapes: pick the fastest conv
         if engine.rank_world()[1] > 1:
             return torch.device("cuda", torch.cuda.current_device())
+        distributed.bind(dev)  # cuda:N: this process's current device, too
     return dev
 
 

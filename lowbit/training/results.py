@@ -99,6 +99,7 @@ def write_outputs(
     run = json.loads(json.dumps({
         "config": cfg.to_dict(),
         "provenance": provenance(cfg.base_dir, device, cfg.common.seed),
+        "init": plan.init.source,  # where the network started: a stage's output, weights
     }, default=str))  # fmt: skip
     with staged_dir(out_dir) as tmp:
         state = {

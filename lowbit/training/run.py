@@ -43,7 +43,7 @@ def run_stage(cfg: StageConfig, method: Method) -> dict[str, Any]:
 def make_plan(cfg: StageConfig, method: Method, arch: dict[str, Any]) -> Plan:
     """The methods' recipes, combined, and the networks they train."""
     engine.seed_everything(cfg.common.seed)  # network initialisation is part of the result
-    init = chain.student_init(cfg, arch) if cfg.stage != "pretrain" else chain.Init(None)
+    init = chain.student_init(cfg, arch) if cfg.stage != "pretrain" else _fp_start(cfg, arch)
     ctx = Context(
         cfg, arch, init,
         load=lambda run: chain.read_output(cfg, run, arch),
@@ -54,11 +54,22 @@ def make_plan(cfg: StageConfig, method: Method, arch: dict[str, Any]) -> Plan:
     first = main.rounds[0]
     # the student first, then what the add-ons build (a teacher): the order networks
     # draw their random initial weights in
-    ctx.student = _float_net(arch, None) if main.fp else ctx.build(init, first.w_bits, first.a_bits)
+    ctx.student = _float_net(arch, init) if main.fp else ctx.build(init, first.w_bits, first.a_bits)
     extra = [a.recipe(ctx) for a in add_ons(cfg.params)]
     recipe = combine([main, *extra])
     nets = {"student": ctx.student, **recipe.nets}
     return Plan(nets, main.rounds, init, arch, recipe, label(init.method, [main, *extra]))
+
+
+def _fp_start(cfg: StageConfig, arch: dict[str, Any]) -> chain.Init:
+    """FP pretraining's start: from scratch, or `pretrain.start`'s published weights."""
+    start = getattr(cfg.params, "start", None)
+    if start is None:
+        return chain.Init(None)
+    from lowbit.models.pretrained import load_start
+
+    state, source = load_start(start, chain.fp_net(arch), arch["model"], cfg.base_dir)
+    return chain.Init(state, source=source)
 
 
 def _float_net(arch: dict[str, Any], init: chain.Init | None) -> nn.Module:

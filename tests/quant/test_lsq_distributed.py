@@ -91,3 +91,52 @@ def test_flag_follows_the_loaded_state_dict():
     alone = LSQWeight(4).train()
     alone(first_batch(0))
     assert torch.equal(fresh.step, alone.step) and not torch.equal(fresh.step, trained.step)
+
+
+def _compiled_worker(rank: int, port: int, out: str) -> None:
+    """The first training forward of a network, eager and compiled, in one process
+    group: compiled, the steps' all-reduce runs inside the graph (copy, fill and
+    all-reduce traced by dynamo)."""
+    torch.set_num_threads(1)
+    dist.init_process_group(
+        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD
+    )
+    try:
+        runs = {mode: _net_steps(rank, mode == "compiled") for mode in ("eager", "compiled")}
+        torch.save(runs, Path(out) / f"net{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def _net_steps(rank: int, compiled: bool) -> dict[str, torch.Tensor]:
+    from torch import nn
+
+    from lowbit.quant import quantize
+
+    torch.manual_seed(0)
+    fp = nn.Sequential(
+        nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(),
+        nn.Conv2d(8, 8, 3, padding=1), nn.Flatten(), nn.Linear(128, 10),
+    )  # fmt: skip
+    model = quantize(fp, 2, 2, quantizer="lsq").train()
+    run = torch.compile(model, backend="inductor") if compiled else model
+    run(first_batch(rank)).sum().backward()
+    assert all(q._initialized for q in model.modules() if hasattr(q, "_initialized"))
+    return {n: p.detach().clone() for n, p in model.named_parameters() if n.endswith("step")}
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_compiled_ranks_start_from_the_eager_ranks_step(tmp_path):
+    mp.spawn(_compiled_worker, args=(_free_port(), str(tmp_path)), nprocs=WORLD, join=True)
+    r0, r1 = (torch.load(tmp_path / f"net{r}.pt") for r in range(WORLD))
+    alone = [_net_steps(r, compiled=False) for r in range(WORLD)]  # no process group
+    assert len(r0["compiled"]) == 4  # the 2nd and 3rd convs: weight and input steps
+    assert alone[0]["2.a_quant.step"] != alone[1]["2.a_quant.step"]  # the batches differ
+    for name, step in r0["compiled"].items():
+        assert torch.equal(step, r1["compiled"][name]), name  # one value on every rank
+        assert torch.equal(r0["eager"][name], r1["eager"][name]), name
+        # the per-rank means are sums in another order in the compiled kernels
+        torch.testing.assert_close(step, r0["eager"][name], rtol=1e-5, atol=0, msg=name)
+    mean = (alone[0]["2.a_quant.step"] + alone[1]["2.a_quant.step"]) / WORLD
+    torch.testing.assert_close(r0["compiled"]["2.a_quant.step"], mean, rtol=1e-5, atol=0)
