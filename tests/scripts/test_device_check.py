@@ -65,11 +65,12 @@ def test_the_carry_is_pinned_and_small(carry):
 @pytest.mark.timeout(1500)
 def test_the_check_runs_offline_on_the_device_image(carry, tmp_path):
     python = image.make(tmp_path / "image")
-    for lacking in ("pydantic", "submitit", "dvclive", "ffcv"):
-        probe = subprocess.run([python, "-c", f"import {lacking}"], capture_output=True, cwd="/")
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "OUT")}
+    for lacking in ("pydantic", "submitit", "dvclive", "ffcv"):  # from /: no repo folders
+        probe = subprocess.run([python, "-c", f"import {lacking}"], capture_output=True,
+                               env=env, cwd="/")  # fmt: skip
         assert probe.returncode != 0, f"the emulated image must lack {lacking}"
     out = tmp_path / "out"
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "OUT")}
     args = [
         "--device",
         "cpu",
