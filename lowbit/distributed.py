@@ -97,8 +97,15 @@ def process_group(env: DistEnv, device: str = "auto") -> Iterator[None]:
         shutdown()
 
 
+def rank_world() -> tuple[int, int]:
+    """This process's rank and the number of ranks: (0, 1) outside a process group."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
 def world_size() -> int:
-    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+    return rank_world()[1]
 
 
 def wrap(model: nn.Module, device: torch.device, sampled: bool = False) -> nn.Module:
