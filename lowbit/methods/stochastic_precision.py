@@ -37,6 +37,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from lowbit.engine import derived_seed
 from lowbit.methods.base import Context, Recipe
 from lowbit.models import residual_blocks
 from lowbit.quant.convert import input_quantizer, iter_quant_layers
@@ -181,7 +182,7 @@ class StochasticPrecision:
 
     def on_step(self, step: int, total: int) -> None:
         p = sp_probability(step, total, self.ramp, self.ramp_fraction)
-        g = torch.Generator().manual_seed((self.seed * 1_000_003 + step) % (2**63 - 1))
+        g = torch.Generator().manual_seed(derived_seed(self.seed, step, 2**63 - 1))
         self.last_mask = self.sample(p, g)
         for quantizers, base, on in zip(
             self.units, self.base, self.last_mask.tolist(), strict=True
