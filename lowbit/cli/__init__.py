@@ -30,6 +30,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 stage_app = typer.Typer(
+    cls=OneLineErrors,
     help="Run one pipeline stage (the same function DVC and SLURM jobs call).",
     no_args_is_help=True,
 )
