@@ -11,6 +11,8 @@ from pydantic import Field, field_validator, model_validator
 from lowbit.config.base import TRAINING_STAGES, _Strict
 from lowbit.errors import ConfigError
 from lowbit.identity import check_bits, check_tag
+from lowbit.methods.joint_distill_config import KD
+from lowbit.methods.stochastic_precision_config import SP
 
 
 class Prepare(_Strict):
@@ -53,48 +55,16 @@ class Optim(_Strict):
         return v
 
 
-class KD(_Strict):
-    """Joint knowledge distillation (paper §4): an FP teacher trained alongside."""
-
-    temperature: float = Field(1.0, gt=0)
-    lambda_t: float = Field(1.0, ge=0)  # teacher cross-entropy
-    lambda_s: float = Field(0.7, ge=0)  # student cross-entropy
-    lambda_tkl: float = Field(0.5, ge=0)  # teacher <- students
-    lambda_skl: float = Field(0.7, ge=0)  # student <- teacher
-    loss: Literal["kl", "mse"] = "kl"
-    hint_beta: float = Field(0.0, ge=0)  # L2 hint at residual-stage outputs; 0 = off
-    teacher_lr: float | None = Field(None, gt=0)  # default: the stage's lr
-    teacher_init: Literal["pretrain", "scratch"] = "pretrain"
-
-
-class SP(_Strict):
-    """Stochastic precision (paper §3.3; the sampling design is lowbit's)."""
-
-    unit: Literal["layer", "block"] = "layer"
-    ramp: list[float] = [0.5, 0.75, 0.875, 1.0]  # p(t) steps, evenly over ramp_fraction
-    ramp_fraction: float = Field(0.5, gt=0, le=1)  # share of training spent ramping
-    selection: Literal["uniform", "error"] = "uniform"
-
-    @field_validator("ramp")
-    @classmethod
-    def _ramp(cls, v: list[float]) -> list[float]:
-        if not v:
-            raise ValueError("ramp needs at least one probability")
-        if any(not 0 <= p <= 1 for p in v):
-            raise ValueError(f"ramp probabilities must lie in [0, 1], got {v}")
-        if any(b < a for a, b in pairwise(v)) or v[-1] != 1.0:
-            raise ValueError(f"ramp must be non-decreasing and end at 1.0, got {v}")
-        return v
-
-
 class Train(_Strict):
     """Shared by every training stage."""
 
     epochs: int = Field(10, ge=1)
     eval_every: int = Field(1, ge=1)  # validate every k epochs (and after the last)
     optim: Optim = Optim()
-    kd: KD | None = None  # set to train with a jointly trained FP teacher
-    sp: SP | None = None  # set to train with stochastic precision
+    # The add-ons (lowbit.methods.ADD_ONS), each switched on by setting its block; their
+    # settings' models live beside the methods.
+    kd: KD | None = None  # a jointly trained FP teacher (lowbit.methods.joint_distill)
+    sp: SP | None = None  # stochastic precision (lowbit.methods.stochastic_precision)
 
 
 class Pretrain(Train):

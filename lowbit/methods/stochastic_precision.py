@@ -39,12 +39,11 @@ from torch import nn
 
 from lowbit.engine import derived_seed
 from lowbit.methods.base import Context, Recipe
+from lowbit.methods.stochastic_precision_config import DEFAULT_RAMP
 from lowbit.models import residual_blocks
 from lowbit.quant.convert import input_quantizer, iter_quant_layers
 from lowbit.quant.functional import MAX_BITS, quantize_weight
 from lowbit.quant.quantizers import Quantizer
-
-DEFAULT_RAMP = (0.5, 0.75, 0.875, 1.0)
 
 
 def sp_probability(
