@@ -31,6 +31,7 @@ from lowbit.engine.steps import (
     StepOut,
     Trainee,
     autocast,
+    compiled,
     make_trainee,
     optimizer_step,
     unwrap,
@@ -38,7 +39,8 @@ from lowbit.engine.steps import (
 
 __all__ = [
     "AUTOCAST", "SEED_STRIDE", "CrossEntropy", "Execution", "FitSpec", "History", "Hook",
-    "Objective", "OptimSpec", "StepOut", "Trainee", "all_sum", "autocast", "derived_seed",
-    "evaluate", "fit", "load_state", "make_trainee", "optimizer_step", "rank_world",
-    "resolve_milestones", "save_state", "seed_everything", "summarize", "topk_hits", "unwrap",
+    "Objective", "OptimSpec", "StepOut", "Trainee", "all_sum", "autocast", "compiled",
+    "derived_seed", "evaluate", "fit", "load_state", "make_trainee", "optimizer_step",
+    "rank_world", "resolve_milestones", "save_state", "seed_everything", "summarize",
+    "topk_hits", "unwrap",
 ]  # fmt: skip

@@ -37,7 +37,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from lowbit.engine import derived_seed
+from lowbit.engine import compiled, derived_seed
 from lowbit.methods.base import Context, Recipe
 from lowbit.methods.stochastic_precision_config import DEFAULT_RAMP
 from lowbit.models import residual_blocks
@@ -206,23 +206,25 @@ class StochasticPrecision:
 class StochasticPrecisionAddOn:
     """Add-on of any quantized stage whose section sets `sp:` (the stage
     `stochastic-precision` sets it by default): one hook per student, seeded per student;
-    on compiled networks the units switch by tensor value (no recompile per step)."""
+    on compiled networks the units switch by tensor value (no recompile per step). A
+    step leaves the switched-off quantizers' parameters unused."""
 
     name = "sp"
 
     def recipe(self, ctx: Context) -> Recipe:
         sp, seed = ctx.cfg.params.sp, ctx.cfg.common.seed
 
-        def hooks(students: list[nn.Module], compiled: bool) -> list[StochasticPrecision]:
+        def hooks(students: list[nn.Module]) -> list[StochasticPrecision]:
             out = [
                 StochasticPrecision(m, sp.unit, sp.ramp, sp.ramp_fraction, sp.selection, seed + i)
                 for i, m in enumerate(students)
             ]
-            for h in out if compiled else []:
-                h.use_gates()
+            for h in out:
+                if compiled(h.model):
+                    h.use_gates()
             return out
 
-        return Recipe(self.name, hooks=hooks)
+        return Recipe(self.name, hooks=hooks, leaves_unused=True)
 
 
 STOCHASTIC_PRECISION = StochasticPrecisionAddOn()

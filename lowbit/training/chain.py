@@ -132,7 +132,7 @@ def read_output(cfg: StageConfig, run: RunId, arch: dict[str, Any]) -> Init:
     metrics = (
         json.loads((out / "metrics.json").read_text()) if (out / "metrics.json").is_file() else {}
     )
-    fp = stage == "pretrain"
+    fp = run.fp
     method = "" if fp else str(metrics.get("method", stage))
     budget = 0.0 if fp else float(metrics.get("budget_epochs", 0.0))
     cost = 0.0 if fp else float(metrics.get("cost_s", metrics.get("wall_s", 0.0)))
