@@ -224,7 +224,7 @@ def test_absurd_worker_count_is_clamped_and_leaves_nothing_running(prepared, tmp
     assert len(warned) == 1, err
     assert warned[0].endswith(f"is more than the {cpus} CPUs available (the CPUs this "
                               f"process may run on); using {cpus} workers")  # fmt: skip
-    assert "Traceback" not in err and (repo / "runs-w/pretrain/metrics.json").is_file()
+    assert "Traceback" not in err and (repo / "runs-w/pretrain/fp/metrics.json").is_file()
     assert _session_processes(p.pid) == []  # no worker outlives the stage
 
 
