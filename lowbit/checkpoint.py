@@ -149,13 +149,3 @@ def load(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]
 
 def _first_line(e: BaseException) -> str:
     return (str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__)[:200]
-
-
-def load_model_state(path: Path) -> dict[str, Any]:
-    """The main network's entry of a checkpoint: {"model", "quant", "arch"}."""
-    state = load(path)
-    try:
-        main = state["main"]
-        return dict(state["nets"][main])
-    except (KeyError, TypeError):
-        raise CheckpointError(f"{path} holds no trained network") from None

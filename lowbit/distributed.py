@@ -97,11 +97,18 @@ def process_group(env: DistEnv, device: str = "auto") -> Iterator[None]:
         shutdown()
 
 
+def rank_world() -> tuple[int, int]:
+    """This process's rank and the number of ranks: (0, 1) outside a process group."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
 def world_size() -> int:
-    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+    return rank_world()[1]
 
 
-def wrap(model: nn.Module, device: torch.device, sampled: bool = False) -> nn.Module:
+def wrap(model: nn.Module, device: torch.device, leaves_unused: bool = False) -> nn.Module:
     """The model in DistributedDataParallel when this process is one of several ranks.
 
     DDP averages gradients over ranks, so with per-rank batches of B the update equals
@@ -111,7 +118,7 @@ def wrap(model: nn.Module, device: torch.device, sampled: bool = False) -> nn.Mo
     """
     if world_size() == 1 or isinstance(model, nn.parallel.DistributedDataParallel):
         return model
-    unused = may_leave_unused(model, sampled)
+    unused = may_leave_unused(model, leaves_unused)
     # One wrapper per network and round setting for the life of the process group: a
     # training stage makes new trainees for the same network every round, and a second
     # DDP over the same parameters would register a second set of gradient hooks. The
@@ -131,17 +138,18 @@ def wrap(model: nn.Module, device: torch.device, sampled: bool = False) -> nn.Mo
     return ddp
 
 
-def may_leave_unused(model: nn.Module, sampled: bool = False) -> bool:
+def may_leave_unused(model: nn.Module, leaves_unused: bool = False) -> bool:
     """Whether a step may leave a learned quantizer parameter (PACT's alpha, LSQ's step)
-    out of the forward: stochastic precision (`sampled`) switches quantizers off for
-    whole steps, a disabled quantizer (TS stage 1 with a_mode relu) is an identity, and
-    at 32 bits LSQ does not round (TS stage 1 with a_mode clip). Conservative: PACT's
-    alpha still clips at 32 bits, and is counted as possibly unused there too."""
+    out of the forward: the method says so (`leaves_unused`: stochastic precision
+    switches quantizers off for whole steps), a disabled quantizer (TS stage 1 with
+    a_mode relu) is an identity, and at 32 bits LSQ does not round (TS stage 1 with
+    a_mode clip). Conservative: PACT's alpha still clips at 32 bits, and is counted as
+    possibly unused there too."""
     from lowbit.quant.convert import iter_quantizers
     from lowbit.quant.functional import MAX_BITS
 
     for _, q in iter_quantizers(model):
-        idle = sampled or not q.enabled or q.bits >= MAX_BITS
+        idle = leaves_unused or not q.enabled or q.bits >= MAX_BITS
         if idle and any(p.requires_grad for p in q.parameters()):
             return True
     return False

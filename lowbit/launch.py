@@ -50,7 +50,11 @@ def job_config(cfg: StageConfig, prof: Profile) -> StageConfig:
 
 
 class StageJob(submitit.helpers.Checkpointable):
-    """What a job runs, in each of its tasks: the stage inside the job's process group."""
+    """What a job runs, in each of its tasks: the stage inside the job's process group.
+
+    On a time limit or a preemption, Checkpointable's own `checkpoint` resubmits this same
+    call: the stage checkpoints itself after every epoch, so the requeued call resumes it.
+    """
 
     def __init__(self, cfg: StageConfig, fn: StageFn | None = None) -> None:
         self.cfg = cfg
@@ -60,11 +64,6 @@ class StageJob(submitit.helpers.Checkpointable):
         fn = self.fn or stage_function(self.cfg.stage)
         with distributed.process_group(job_dist_env(), self.cfg.common.device):
             return fn(self.cfg)
-
-    def checkpoint(self, *args: Any, **kwargs: Any) -> submitit.helpers.DelayedSubmission:
-        # Nothing to save here: the stage checkpoints itself after every epoch, so
-        # resubmitting the same call resumes it where it stopped.
-        return submitit.helpers.DelayedSubmission(self, *args, **kwargs)
 
 
 def job_dist_env() -> distributed.DistEnv:

@@ -46,8 +46,15 @@ def test_bad_input_is_one_clear_line_and_nonzero(tmp_path, monkeypatch, args, ma
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").rglob("metrics.json"))
 
 
-def test_unknown_stage_and_info():
+def test_unknown_stage_is_one_line_naming_the_stages():
     r = runner.invoke(app, ["stage", "finetune"])
-    assert r.exit_code != 0
+    assert r.exit_code == 2
+    assert r.output == f"error: No such command 'finetune'; commands: {', '.join(STAGES)}\n"
+    r = runner.invoke(app, ["stage", "distil"])  # close to a stage: typer names that one
+    assert r.exit_code == 2
+    assert r.output == "error: No such command 'distil'. Did you mean 'distill'?\n"
+
+
+def test_info_names_the_versions_and_ffcv():
     r = runner.invoke(app, ["info"])
     assert r.exit_code == 0 and "torch" in r.output and "ffcv" in r.output

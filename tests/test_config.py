@@ -1,10 +1,14 @@
 """params.yaml → typed config: defaults, overrides, and one clear error per mistake."""
 
+import inspect
+import pkgutil
+import typing
 from pathlib import Path
 
 import pytest
+from pydantic import BaseModel
 
-from lowbit.config import STAGES, load_config
+from lowbit.config import STAGES, Common, Pipeline, Slurm, load_config
 from lowbit.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -23,6 +27,39 @@ def test_root_params_load_for_every_stage():
     cfg = load_config("bit-decay", ROOT / "params.yaml", w_bits=4, a_bits=4)
     assert cfg.params.steps() == [(8, 8), (4, 4)]
     assert cfg.out_dir() == ROOT / "runs" / "bit-decay" / "w4a4"
+
+
+def test_a_stage_is_one_row_of_the_table(tmp_path):
+    """Its name, its section's model (whose docstring is the stage's help) and its method:
+    a Method for a training stage (its section derives from Train), else run(cfg)."""
+    p = _params(tmp_path, "")
+    for name, row in STAGES.items():
+        target = pkgutil.resolve_name(row.method)
+        assert row.trains == hasattr(target, "recipe") != callable(target), name
+        assert inspect.getdoc(row.section).startswith(f"Stage `{name}`: "), name
+        assert type(load_config(name, p).params) is row.section
+    assert [n for n, r in STAGES.items() if not r.trains] == ["prepare", "report"]
+
+
+def _models(model: type[BaseModel]) -> set[type[BaseModel]]:
+    """`model` and every model its fields hold, at any depth."""
+    found = {model}
+    for field in model.model_fields.values():
+        todo = [field.annotation]
+        while todo:
+            t = todo.pop()
+            todo += typing.get_args(t)
+            if isinstance(t, type) and issubclass(t, BaseModel) and t not in found:
+                found |= _models(t)
+    return found
+
+
+def test_every_config_model_refuses_unknown_keys():
+    models = set().union(*(_models(m) for m in (Common, Pipeline, Slurm)),
+                         *(_models(r.section) for r in STAGES.values()))  # fmt: skip
+    names = {m.__name__ for m in models}
+    assert {"KD", "SP", "Optim", "LongDirect"} <= names  # the walk reaches nested blocks
+    assert [m.__name__ for m in models if m.model_config.get("extra") != "forbid"] == []
 
 
 def test_overrides_and_bits_shorthand(tmp_path):

@@ -12,8 +12,7 @@ import pytest
 import yaml
 
 from lowbit import identity
-from lowbit.config import load_config, load_runs
-from lowbit.config.base import QUANT_STAGES
+from lowbit.config import QUANT_STAGES, load_config, load_runs
 from lowbit.errors import ConfigError
 from lowbit.identity import RunId
 
@@ -142,9 +141,14 @@ def test_the_command_a_missing_init_suggests_is_a_valid_command(tmp_path):
 
 
 def test_cli_help_and_config_load_without_torch():
+    # the add-ons' settings (kd:, sp:) live beside their methods, in lowbit.methods
+    params = Path(__file__).resolve().parents[1] / "params.yaml"
     code = (
         "import sys; from lowbit.cli import app; from lowbit.config import load_config; "
-        "import lowbit.identity, lowbit.report.collect; "
+        "import lowbit.identity, lowbit.report.collect, lowbit.stages, lowbit.methods; "
+        f"kd = load_config('distill', {str(params)!r}, ['kd.temperature=2']).params.kd; "
+        f"sp = load_config('stochastic-precision', {str(params)!r}).params.sp; "
+        "assert (kd.temperature, sp.unit) == (2, 'layer'); "
         "print('torch' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

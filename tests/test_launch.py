@@ -156,6 +156,14 @@ def test_inline_default_is_the_stage_run(tmp_path, monkeypatch):
     assert seen["s"] == "bit-decay"
 
 
+def test_a_requeued_job_resubmits_the_same_call(tmp_path):
+    # submitit asks a job that hits its time limit for a checkpoint: the answer is this
+    # very call again, which resumes from the stage's own epoch checkpoints
+    job = L.StageJob(make_cfg(tmp_path), jobs.echo)
+    again = job.checkpoint()
+    assert again.function is job and (again.args, again.kwargs) == ((), {})
+
+
 def test_job_folders_are_never_reused(tmp_path):
     cfg = make_cfg(tmp_path, stage="direct")
     a, b = L.job_folder(cfg), L.job_folder(cfg)

@@ -47,7 +47,7 @@ class FourThenTwo:
     def recipe(self, ctx: Context) -> Recipe:
         epochs = ctx.cfg.params.epochs
 
-        def hooks(students, compiled):
+        def hooks(students):
             self.counters.append(StepCounter())
             return [self.counters[-1]]
 

@@ -46,7 +46,7 @@ def test_a_stage_process_imports_neither_torchvision_nor_scipy() -> None:
     import sys
 
     code = (
-        "import sys, lowbit.cli, lowbit.training.run, lowbit.stages.direct\n"
+        "import sys, lowbit.cli, lowbit.training.run, lowbit.stages, lowbit.methods.direct\n"
         "from lowbit.models import build_model, residual_blocks\n"
         "assert len(residual_blocks(build_model('resnet20', 10))) == 9\n"
         "print(sorted(m for m in ('torchvision', 'scipy') if m in sys.modules))"

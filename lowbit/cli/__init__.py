@@ -6,9 +6,8 @@ line, `error: …`, exit status 2; `--debug` shows the traceback instead) and `b
 
 from __future__ import annotations
 
-import ast
 import enum
-import importlib.util
+import inspect
 import json
 import sys
 from collections.abc import Callable
@@ -19,7 +18,7 @@ import typer
 
 from lowbit.cli.bench import bench_app
 from lowbit.cli.errors import OneLineErrors, fail, guarded
-from lowbit.config import QUANT_STAGES, STAGES
+from lowbit.config import STAGES
 from lowbit.errors import ConfigError
 
 app = typer.Typer(
@@ -30,6 +29,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 stage_app = typer.Typer(
+    cls=OneLineErrors,
     help="Run one pipeline stage (the same function DVC and SLURM jobs call).",
     no_args_is_help=True,
 )
@@ -91,17 +91,11 @@ def _run_stage(stage: str, params: Path, sets: list[str] | None, bits: tuple, ho
     typer.echo(json.dumps(shown if every else shown[0], indent=2, default=str))
 
 
-def _stage_doc(stage: str) -> str:
-    """A stage's help: its module's docstring, read without importing the module (the
-    training stages import torch, which `lowbit --help` need not load)."""
-    spec = importlib.util.find_spec(f"lowbit.stages.{stage.replace('-', '_')}")
-    source = Path(spec.origin).read_text() if spec and spec.origin else ""
-    return (ast.get_docstring(ast.parse(source)) or stage).strip()
-
-
 def _make_stage_command(stage: str) -> Callable[..., None]:
-    """The command of one stage; only quantized stages take --bits / --w-bits / --a-bits."""
-    doc = _stage_doc(stage)
+    """The command of one stage; only quantized stages take --bits / --w-bits / --a-bits.
+    Its help is the docstring of the stage's section model (lowbit.config.STAGES)."""
+    row = STAGES[stage]
+    doc = inspect.cleandoc(row.section.__doc__ or stage)
 
     def quantized(
         params: ParamsOpt = Path("params.yaml"),
@@ -126,7 +120,7 @@ def _make_stage_command(stage: str) -> Callable[..., None]:
     ) -> None:
         _run_stage(stage, params, set_, (None, None), (executor, debug, all_))
 
-    command = quantized if stage in QUANT_STAGES else plain
+    command = quantized if row.quantized else plain
     command.__doc__ = doc
     return command
 

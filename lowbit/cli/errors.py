@@ -34,6 +34,17 @@ class OneLineErrors(TyperGroup):
             sys.exit(rc if isinstance(rc, int) else 0)
         return rc
 
+    def resolve_command(self, ctx: Any, args: list[str]) -> Any:
+        """An unknown command's error names the commands there are (typer suggests one
+        only when the name is close to one)."""
+        try:
+            return super().resolve_command(ctx, args)
+        except UsageError as e:
+            if e.message.startswith("No such command") and "Did you mean" not in e.message:
+                names = ", ".join(self.list_commands(ctx))
+                e.message = f"{e.message.rstrip('.')}; commands: {names}"
+            raise
+
 
 def fail(message: str, code: int = 2) -> None:
     typer.echo(f"error: {message}", err=True)

@@ -1,12 +1,12 @@
 """Typed configuration: params.yaml → validated pydantic models. The only YAML reader.
 
 params.yaml holds a `common` block, one section per stage (named like the stage, with
-underscores), and a `slurm` block. A stage's config is common + its section + `--set`
-overrides; unknown keys fail with the list of valid ones. Every tunable has exactly one
-default, here.
+underscores; the table of stages is sections.STAGES), and a `slurm` block. A stage's
+config is common + its section + `--set` overrides; unknown keys fail with the list of
+valid ones. Every tunable has exactly one default, here (the add-ons' settings: beside
+their methods, lowbit/methods/*_config.py).
 """
 
-from lowbit.config.base import QUANT_STAGES, STAGES, TRAINING_STAGES
 from lowbit.config.common import Common, LongDirect, Pipeline, Slurm
 from lowbit.config.loading import (
     apply_overrides,
@@ -19,8 +19,10 @@ from lowbit.config.loading import (
 )
 from lowbit.config.sections import (
     KD,
-    SECTIONS,
+    QUANT_STAGES,
     SP,
+    STAGES,
+    TRAINING_STAGES,
     BitDecay,
     Direct,
     Distill,
@@ -31,6 +33,7 @@ from lowbit.config.sections import (
     Quantized,
     QuantizeWeights,
     Report,
+    Stage,
     StochasticPrecision,
     Train,
     TsPqKd,
@@ -39,9 +42,9 @@ from lowbit.config.sections import (
 from lowbit.config.stage import StageConfig
 
 __all__ = [
-    "KD", "QUANT_STAGES", "SECTIONS", "SP", "STAGES", "TRAINING_STAGES", "BitDecay", "Common",
-    "Direct", "Distill", "LongDirect", "Optim", "Pipeline", "Prepare", "Pretrain",
-    "QuantizeActivations", "QuantizeWeights", "Quantized", "Report", "Slurm", "StageConfig",
+    "KD", "QUANT_STAGES", "SP", "STAGES", "TRAINING_STAGES", "BitDecay", "Common", "Direct",
+    "Distill", "LongDirect", "Optim", "Pipeline", "Prepare", "Pretrain", "QuantizeActivations",
+    "QuantizeWeights", "Quantized", "Report", "Slurm", "Stage", "StageConfig",
     "StochasticPrecision", "Train", "TsPqKd", "apply_overrides", "explain", "load_config",
     "load_runs", "read_params", "section_key", "stage_bits", "validate",
 ]  # fmt: skip

@@ -1,23 +1,8 @@
-"""The strict base of every config model, and the names of the stages."""
+"""The strict base of every config model."""
 
 from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict
-
-STAGES = (
-    "prepare",
-    "pretrain",
-    "direct",
-    "quantize-weights",
-    "quantize-activations",
-    "bit-decay",
-    "stochastic-precision",
-    "distill",
-    "ts-pq-kd",
-    "report",
-)
-TRAINING_STAGES = STAGES[1:-1]
-QUANT_STAGES = STAGES[2:-1]
 
 
 class _Strict(BaseModel):

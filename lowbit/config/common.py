@@ -8,7 +8,8 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from lowbit.config.base import QUANT_STAGES, _Strict
+from lowbit.config.base import _Strict
+from lowbit.config.sections import QUANT_STAGES
 from lowbit.errors import ConfigError
 from lowbit.identity import MODELS, check_bits
 

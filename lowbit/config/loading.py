@@ -9,9 +9,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from lowbit.config.base import STAGES
 from lowbit.config.common import Common, Pipeline, Slurm
-from lowbit.config.sections import SECTIONS, BitDecay, Quantized, section_key
+from lowbit.config.sections import STAGES, BitDecay, section_key
 from lowbit.config.stage import StageConfig
 from lowbit.errors import ConfigError
 
@@ -119,7 +118,7 @@ def load_config(
     executor: str | None = None,
 ) -> StageConfig:
     """The validated config of one stage. Raises ConfigError with one clear line."""
-    if stage not in SECTIONS:
+    if stage not in STAGES:
         raise ConfigError(f"unknown stage {stage!r}; stages: {', '.join(STAGES)}")
     params = Path(params)
     raw = read_params(params)
@@ -130,7 +129,7 @@ def load_config(
     apply_overrides(raw, stage, list(sets or []))
     for name, bits in (("w_bits", w_bits), ("a_bits", a_bits)):
         if bits is not None:
-            if not issubclass(SECTIONS[stage], Quantized):
+            if not STAGES[stage].quantized:
                 raise ConfigError(
                     f"stage {stage!r} has no bit-widths (--bits applies to quantized stages)"
                 )
@@ -144,7 +143,7 @@ def load_config(
         stage=stage,
         base_dir=params.resolve().parent,
         common=validate(Common, raw.get("common"), "common", src),
-        params=validate(SECTIONS[stage], raw.get(key), key, src),
+        params=validate(STAGES[stage].section, raw.get(key), key, src),
         slurm=validate(Slurm, raw.get("slurm"), "slurm", src),
     )
     _check_folders(cfg, src)

@@ -10,9 +10,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from lowbit.config.base import STAGES
 from lowbit.config.loading import explain
-from lowbit.config.sections import section_key
+from lowbit.config.sections import STAGES, section_key
 from lowbit.config.stage import StageConfig
 from lowbit.errors import ConfigError
 

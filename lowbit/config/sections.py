@@ -1,19 +1,30 @@
-"""One model per stage section of params.yaml: every tunable with its one default."""
+"""One model per stage section of params.yaml, every tunable with its one default, and
+the table of stages (STAGES): each stage's section model and what it runs.
+
+A stage's name is its CLI command (`lowbit stage <name>`), its dvc.yaml stage and, with
+underscores, its params.yaml section. A new stage is a section model and a row here; a
+new training method is a file in lowbit/methods and a row.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from itertools import pairwise
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from lowbit.config.base import TRAINING_STAGES, _Strict
+from lowbit.config.base import _Strict
 from lowbit.errors import ConfigError
 from lowbit.identity import check_bits, check_tag
+from lowbit.methods.joint_distill_config import KD
+from lowbit.methods.stochastic_precision_config import SP
 
 
 class Prepare(_Strict):
+    """Stage `prepare`: a data source → FFCV .beton files + meta.json under common.data_dir."""
+
     image_size: int = Field(32, ge=8, le=1024)
     val_fraction: float = Field(0.2, gt=0, lt=1)  # digits only
     train_per_class: int | None = Field(None, ge=1)  # class-balanced training subset
@@ -53,51 +64,21 @@ class Optim(_Strict):
         return v
 
 
-class KD(_Strict):
-    """Joint knowledge distillation (paper §4): an FP teacher trained alongside."""
-
-    temperature: float = Field(1.0, gt=0)
-    lambda_t: float = Field(1.0, ge=0)  # teacher cross-entropy
-    lambda_s: float = Field(0.7, ge=0)  # student cross-entropy
-    lambda_tkl: float = Field(0.5, ge=0)  # teacher <- students
-    lambda_skl: float = Field(0.7, ge=0)  # student <- teacher
-    loss: Literal["kl", "mse"] = "kl"
-    hint_beta: float = Field(0.0, ge=0)  # L2 hint at residual-stage outputs; 0 = off
-    teacher_lr: float | None = Field(None, gt=0)  # default: the stage's lr
-    teacher_init: Literal["pretrain", "scratch"] = "pretrain"
-
-
-class SP(_Strict):
-    """Stochastic precision (paper §3.3; the sampling design is lowbit's)."""
-
-    unit: Literal["layer", "block"] = "layer"
-    ramp: list[float] = [0.5, 0.75, 0.875, 1.0]  # p(t) steps, evenly over ramp_fraction
-    ramp_fraction: float = Field(0.5, gt=0, le=1)  # share of training spent ramping
-    selection: Literal["uniform", "error"] = "uniform"
-
-    @field_validator("ramp")
-    @classmethod
-    def _ramp(cls, v: list[float]) -> list[float]:
-        if not v:
-            raise ValueError("ramp needs at least one probability")
-        if any(not 0 <= p <= 1 for p in v):
-            raise ValueError(f"ramp probabilities must lie in [0, 1], got {v}")
-        if any(b < a for a, b in pairwise(v)) or v[-1] != 1.0:
-            raise ValueError(f"ramp must be non-decreasing and end at 1.0, got {v}")
-        return v
-
-
 class Train(_Strict):
     """Shared by every training stage."""
 
     epochs: int = Field(10, ge=1)
     eval_every: int = Field(1, ge=1)  # validate every k epochs (and after the last)
     optim: Optim = Optim()
-    kd: KD | None = None  # set to train with a jointly trained FP teacher
-    sp: SP | None = None  # set to train with stochastic precision
+    # The add-ons (lowbit.methods.ADD_ONS), each switched on by setting its block; their
+    # settings' models live beside the methods.
+    kd: KD | None = None  # a jointly trained FP teacher (lowbit.methods.joint_distill)
+    sp: SP | None = None  # stochastic precision (lowbit.methods.stochastic_precision)
 
 
 class Pretrain(Train):
+    """Stage `pretrain`: the full-precision network every quantized stage starts from."""
+
     # Where the FP network starts: null (from scratch), torchvision:<NAME> (torchvision's
     # published weights of common.model, e.g. IMAGENET1K_V1, read from the torch hub
     # cache) or a checkpoint file; `epochs` then fine-tune it (lowbit.models.pretrained).
@@ -144,20 +125,26 @@ class Quantized(Train):
 
 
 class Direct(Quantized):
-    pass
+    """Stage `direct`: the baseline — weights and activations quantized at once."""
 
 
 class QuantizeWeights(Quantized):
+    """Stage `quantize-weights`: two-stage optimisation, stage 1 (k-bit weights only)."""
+
     # Two-stage, stage 1: activations "clip" (clipped to [0, 1], not rounded, as the
     # authors' modules) or "relu" (activation quantizer off).
     a_mode: Literal["clip", "relu"] = "clip"
 
 
 class QuantizeActivations(Quantized):
+    """Stage `quantize-activations`: two-stage optimisation, stage 2 (activations too)."""
+
     init: str = "quantize-weights"
 
 
 class BitDecay(Quantized):
+    """Stage `bit-decay`: progressive bit-width decay down to the target (PQ)."""
+
     # The decay sequence, high to low. A stage runs it down to its target bits, so one
     # schedule serves every target of a pipeline (16,8,4,2 gives 16,8,4 for 4 bits).
     schedule: list[int] = [8, 4, 2]
@@ -199,18 +186,27 @@ class BitDecay(Quantized):
 
 
 class TsPqKd(BitDecay):
-    """TS + PQ + KD, the paper's full combination: bit decay whose every step quantizes
-    weights first, then activations, with a jointly trained FP teacher."""
+    """Stage `ts-pq-kd`: the paper's full combination, TS + PQ + KD: progressive bit decay
+    whose every step quantizes weights first, then activations, beside a jointly trained
+    full-precision teacher (the `kd` add-on, which the section sets by default)."""
 
     two_stage: bool = True
     kd: KD | None = KD()
 
 
 class StochasticPrecision(Quantized):
+    """Stage `stochastic-precision`: one-stage training through random quantized
+    sub-networks (SP): one direct round with the `sp` add-on, which the section sets by
+    default."""
+
     sp: SP | None = SP()
 
 
 class Distill(Quantized):
+    """Stage `distill`: joint knowledge distillation — an FP teacher trained alongside the
+    low-bit student(s): one direct round with the `kd` add-on, which the section sets by
+    default; the student starts from `init` (e.g. bit-decay for PQ+KD)."""
+
     kd: KD | None = KD()
     students: list[int] = []  # extra student bit-widths trained alongside (w = a)
 
@@ -224,6 +220,8 @@ class Distill(Quantized):
 
 
 class Report(_Strict):
+    """Stage `report`: every stage's metrics → tables, plots and reports/README.md."""
+
     title: str = "lowbit report"
     # The dataset's name in tables, figures and published-number matching (e.g. "imagenet"
     # for an `imagefolder` source); default: each run's common.dataset.
@@ -236,18 +234,41 @@ class Report(_Strict):
     notes: Path | None = None
 
 
-SECTIONS: dict[str, type[_Strict]] = {
-    "prepare": Prepare,
-    "pretrain": Pretrain,
-    "direct": Direct,
-    "quantize-weights": QuantizeWeights,
-    "quantize-activations": QuantizeActivations,
-    "bit-decay": BitDecay,
-    "stochastic-precision": StochasticPrecision,
-    "distill": Distill,
-    "ts-pq-kd": TsPqKd,
-    "report": Report,
+@dataclass(frozen=True)
+class Stage:
+    """A row of the table of stages: the model of the stage's section (its docstring is
+    the stage's help) and its method, "module:NAME": the Method a training stage trains
+    (through lowbit.training.run.run_stage); for a stage that trains nothing, its
+    run(cfg) function."""
+
+    section: type[_Strict]
+    method: str
+
+    @property
+    def trains(self) -> bool:
+        return issubclass(self.section, Train)
+
+    @property
+    def quantized(self) -> bool:
+        return issubclass(self.section, Quantized)
+
+
+# fmt: off
+STAGES: dict[str, Stage] = {
+    "prepare": Stage(Prepare, "lowbit.stages.prepare:run"),
+    "pretrain": Stage(Pretrain, "lowbit.methods.full_precision:FULL_PRECISION"),
+    "direct": Stage(Direct, "lowbit.methods.direct:DIRECT"),
+    "quantize-weights": Stage(QuantizeWeights, "lowbit.methods.two_stage:TS_WEIGHTS"),
+    "quantize-activations": Stage(QuantizeActivations, "lowbit.methods.two_stage:TS_ACTIVATIONS"),
+    "bit-decay": Stage(BitDecay, "lowbit.methods.bit_decay:BIT_DECAY"),
+    "stochastic-precision": Stage(StochasticPrecision, "lowbit.methods.direct:DIRECT"),
+    "distill": Stage(Distill, "lowbit.methods.direct:DIRECT"),
+    "ts-pq-kd": Stage(TsPqKd, "lowbit.methods.bit_decay:BIT_DECAY"),
+    "report": Stage(Report, "lowbit.stages.report:run"),
 }
+# fmt: on
+TRAINING_STAGES = tuple(name for name, st in STAGES.items() if st.trains)
+QUANT_STAGES = tuple(name for name, st in STAGES.items() if st.quantized)
 
 
 def section_key(stage: str) -> str:

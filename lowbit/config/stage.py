@@ -34,7 +34,7 @@ class StageConfig(_Strict):
     stage: str
     base_dir: Path  # the folder of params.yaml; relative paths resolve against it
     common: Common
-    params: Any  # the stage's section model (SECTIONS[stage])
+    params: Any  # the stage's section model (STAGES[stage].section)
     slurm: Slurm = Slurm()
 
     def path(self, p: Path) -> Path:

@@ -18,7 +18,7 @@ checkpoint of epoch k repeats epochs k+1.. exactly as an uninterrupted run does.
 
 from lowbit.engine.evaluation import evaluate
 from lowbit.engine.loop import fit, summarize
-from lowbit.engine.loop_types import FitSpec, History, seed_everything
+from lowbit.engine.loop_types import SEED_STRIDE, FitSpec, History, derived_seed, seed_everything
 from lowbit.engine.optim import OptimSpec, resolve_milestones
 from lowbit.engine.reduce import all_sum, rank_world, topk_hits
 from lowbit.engine.state import load_state, save_state
@@ -31,14 +31,16 @@ from lowbit.engine.steps import (
     StepOut,
     Trainee,
     autocast,
+    compiled,
     make_trainee,
     optimizer_step,
     unwrap,
 )
 
 __all__ = [
-    "AUTOCAST", "CrossEntropy", "Execution", "FitSpec", "History", "Hook", "Objective",
-    "OptimSpec", "StepOut", "Trainee", "all_sum", "autocast", "evaluate", "fit",
-    "load_state", "make_trainee", "optimizer_step", "rank_world", "resolve_milestones",
-    "save_state", "seed_everything", "summarize", "topk_hits", "unwrap",
+    "AUTOCAST", "SEED_STRIDE", "CrossEntropy", "Execution", "FitSpec", "History", "Hook",
+    "Objective", "OptimSpec", "StepOut", "Trainee", "all_sum", "autocast", "compiled",
+    "derived_seed", "evaluate", "fit", "load_state", "make_trainee", "optimizer_step",
+    "rank_world", "resolve_milestones", "save_state", "seed_everything", "summarize",
+    "topk_hits", "unwrap",
 ]  # fmt: skip

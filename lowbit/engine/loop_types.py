@@ -55,9 +55,21 @@ class History:
     reference: dict[str, list[Tensor]] = field(default_factory=dict)
 
 
+# Every random stream of a run is seeded by derived_seed(seed, k), k an epoch or a step:
+# a prime stride, so the streams of consecutive seeds never meet for k < SEED_STRIDE (FFCV's
+# orders draw from seed + epoch; without the stride seed 1 would replay seed 0's epochs).
+SEED_STRIDE = 1_000_003
+
+
+def derived_seed(seed: int, k: int = 0, modulus: int = 2**31 - 1) -> int:
+    """The seed of stream `k` of a run seeded `seed`, below `modulus` (what the consumer
+    accepts: 2**31 - 1 for numpy, 2**32 for the loaders, 2**63 - 1 for torch.Generator)."""
+    return (seed * SEED_STRIDE + k) % modulus
+
+
 def seed_everything(seed: int, epoch: int = 0) -> None:
     """Seed torch, numpy and random from (seed, epoch)."""
-    s = (seed * 1_000_003 + epoch) % (2**31 - 1)
+    s = derived_seed(seed, epoch)
     random.seed(s)
     torch.manual_seed(s)
     try:

@@ -6,11 +6,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-
-def rank_world() -> tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
+from lowbit.distributed import rank_world
 
 
 def all_sum(values: Tensor, device: torch.device) -> list[float]:

@@ -31,7 +31,8 @@ class Execution:
     channels_last: bool = True
     precision: str = "fp32"
     compile: bool = False
-    sampled: bool = False  # steps may leave parameters unused (stochastic precision): DDP
+    # a step may leave parameters out of the forward: DDP looks for unused ones every step
+    leaves_unused: bool = False
 
 
 @dataclass
@@ -64,7 +65,7 @@ def make_trainee(
         # NHWC convolutions are faster on CUDA and on the CPU alike (ResNet-20, batch 128,
         # 2-core EPYC: 403 -> 222 ms per FP step); the fused quantizers walk both layouts.
         model.to(memory_format=torch.channels_last)
-    if execution.compile and not getattr(model, "_compiled_call_impl", None):
+    if execution.compile and not compiled(model):
         # In place: state-dict keys stay the module's own. Inductor fuses each quantizer
         # into the ops around it; a new bit-width is one recompile, an SP step none
         # (StochasticPrecision.use_gates).
@@ -75,7 +76,7 @@ def make_trainee(
     precision = step_precision(name, model, execution.precision)
     # Several ranks: train through DDP (gradients averaged over ranks). Checkpoints and
     # quantizer state always go through _unwrap, so their keys never depend on it.
-    model = distributed.wrap(model, device, execution.sampled)
+    model = distributed.wrap(model, device, execution.leaves_unused)
     # fp16 gradients underflow without loss scaling; bf16 has fp32's exponent range
     fp16 = precision == "fp16"
     opt = torch.optim.SGD(
@@ -94,6 +95,11 @@ def make_trainee(
         scaler = torch.amp.GradScaler(device.type)
         _zero_momentum(opt)
     return Trainee(name, model, opt, spec, scaler, precision)
+
+
+def compiled(model: nn.Module) -> bool:
+    """Whether `model` was compiled in place (make_trainee with Execution.compile)."""
+    return getattr(model, "_compiled_call_impl", None) is not None
 
 
 def _zero_momentum(opt: torch.optim.SGD) -> None:

@@ -11,6 +11,10 @@ passed to `lowbit.training.run_stage`).
         name = "freeze-bn"
         def recipe(self, ctx: Context) -> Recipe:
             return Recipe(self.name, rounds=direct_rounds(2, 2, ctx.cfg.params.epochs))
+
+The training code knows no method: what a method needs of it (which networks its hooks
+act on, whether a step may leave parameters unused, where the student starts) is a
+field of its Recipe.
 """
 
 from __future__ import annotations
@@ -26,8 +30,9 @@ from lowbit.methods.rounds import Round
 
 # Builds the objective from every network of the run ({"student": …, "teacher": …}).
 ObjectiveFactory = Callable[[dict[str, nn.Module]], Objective]
-# Builds per-round hooks from the students and whether the networks are compiled.
-HookFactory = Callable[[list[nn.Module], bool], list[Hook]]
+# Builds a round's hooks from the networks they act on (the student and Recipe.hooked),
+# once their trainees exist (compiled, when common.compile is set).
+HookFactory = Callable[[list[nn.Module]], list[Hook]]
 
 
 @dataclass
@@ -50,18 +55,25 @@ class Recipe:
     """One method's contribution to a stage.
 
     label: its name in results ("pq", "kd"; "" adds none); rounds: set by the stage
-    method only; fp: the student is the float network (pretraining); nets: networks
-    trained beside the student (the KD teacher, extra students); lr: a per-network lr
-    overriding the stage's (the teacher's own lr); objective / hooks: factories, called
-    once per round."""
+    method only; fp: the student is the float network (pretraining); start: the stage
+    method only, (state dict, its source): the student starts from these weights, not
+    from its init stage (published weights); nets: networks trained beside the student
+    (the KD teacher, extra students); hooked: those of `nets` the hooks act on besides
+    the student (extra students, not the teacher); lr: a per-network lr overriding the
+    stage's (the teacher's own lr); objective / hooks: factories, called once per round;
+    leaves_unused: a step may leave parameters out of the forward (SP switches
+    quantizers off), so DDP must look for unused ones every step."""
 
     label: str
     rounds: list[Round] = field(default_factory=list)
     fp: bool = False
+    start: tuple[dict[str, Any], str] | None = None
     nets: dict[str, nn.Module] = field(default_factory=dict)
+    hooked: tuple[str, ...] = ()
     lr: dict[str, float] = field(default_factory=dict)
     objective: ObjectiveFactory | None = None
     hooks: HookFactory | None = None
+    leaves_unused: bool = False
 
 
 class Method(Protocol):
@@ -83,21 +95,24 @@ def label(chain: str, recipes: list[Recipe]) -> str:
 
 
 def combine(recipes: list[Recipe]) -> Recipe:
-    """One recipe from the stage method's and the add-ons': rounds and fp from the
-    first, networks and learning rates merged, hooks chained, one objective at most."""
-    first, rest = recipes[0], recipes[1:]
+    """One recipe from the stage method's and the add-ons': rounds, fp and start from the
+    first, networks (and those hooked) and learning rates merged, hooks chained, one
+    objective at most; a step leaves parameters unused if any recipe's may."""
+    first = recipes[0]
     objectives = [r.objective for r in recipes if r.objective is not None]
     if len(objectives) > 1:
         raise ValueError("two methods of one stage both define the training objective")
     factories = [r.hooks for r in recipes if r.hooks is not None]
 
-    def hooks(students: list[nn.Module], compiled: bool) -> list[Hook]:
-        return [h for f in factories for h in f(students, compiled)]
+    def hooks(nets: list[nn.Module]) -> list[Hook]:
+        return [h for f in factories for h in f(nets)]
 
-    merged = Recipe(first.label, first.rounds, first.fp)
-    for r in [first, *rest]:
+    merged = Recipe(first.label, first.rounds, first.fp, first.start)
+    for r in recipes:
         merged.nets.update(r.nets)
         merged.lr.update(r.lr)
+        merged.hooked += tuple(n for n in r.hooked if n not in merged.hooked)
     merged.objective = objectives[0] if objectives else None
     merged.hooks = hooks if factories else None
+    merged.leaves_unused = any(r.leaves_unused for r in recipes)
     return merged

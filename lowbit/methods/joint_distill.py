@@ -172,7 +172,9 @@ class JointDistillationAddOn:
             return JointDistillation(weights, hint_models=list(all_nets.values()))
 
         lr = {"teacher": kd.teacher_lr} if kd.teacher_lr else {}
-        return Recipe(self.name, nets=nets, lr=lr, objective=objective)
+        # the extra students take the stage's hooks like the student; the FP teacher none
+        hooked = tuple(n for n in nets if n != "teacher")
+        return Recipe(self.name, nets=nets, hooked=hooked, lr=lr, objective=objective)
 
 
 JOINT_DISTILLATION = JointDistillationAddOn()

@@ -37,13 +37,13 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from lowbit.engine import compiled, derived_seed
 from lowbit.methods.base import Context, Recipe
+from lowbit.methods.stochastic_precision_config import DEFAULT_RAMP
 from lowbit.models import residual_blocks
 from lowbit.quant.convert import input_quantizer, iter_quant_layers
 from lowbit.quant.functional import MAX_BITS, quantize_weight
 from lowbit.quant.quantizers import Quantizer
-
-DEFAULT_RAMP = (0.5, 0.75, 0.875, 1.0)
 
 
 def sp_probability(
@@ -181,7 +181,7 @@ class StochasticPrecision:
 
     def on_step(self, step: int, total: int) -> None:
         p = sp_probability(step, total, self.ramp, self.ramp_fraction)
-        g = torch.Generator().manual_seed((self.seed * 1_000_003 + step) % (2**63 - 1))
+        g = torch.Generator().manual_seed(derived_seed(self.seed, step, 2**63 - 1))
         self.last_mask = self.sample(p, g)
         for quantizers, base, on in zip(
             self.units, self.base, self.last_mask.tolist(), strict=True
@@ -206,23 +206,25 @@ class StochasticPrecision:
 class StochasticPrecisionAddOn:
     """Add-on of any quantized stage whose section sets `sp:` (the stage
     `stochastic-precision` sets it by default): one hook per student, seeded per student;
-    on compiled networks the units switch by tensor value (no recompile per step)."""
+    on compiled networks the units switch by tensor value (no recompile per step). A
+    step leaves the switched-off quantizers' parameters unused."""
 
     name = "sp"
 
     def recipe(self, ctx: Context) -> Recipe:
         sp, seed = ctx.cfg.params.sp, ctx.cfg.common.seed
 
-        def hooks(students: list[nn.Module], compiled: bool) -> list[StochasticPrecision]:
+        def hooks(students: list[nn.Module]) -> list[StochasticPrecision]:
             out = [
                 StochasticPrecision(m, sp.unit, sp.ramp, sp.ramp_fraction, sp.selection, seed + i)
                 for i, m in enumerate(students)
             ]
-            for h in out if compiled else []:
-                h.use_gates()
+            for h in out:
+                if compiled(h.model):
+                    h.use_gates()
             return out
 
-        return Recipe(self.name, hooks=hooks)
+        return Recipe(self.name, hooks=hooks, leaves_unused=True)
 
 
 STOCHASTIC_PRECISION = StochasticPrecisionAddOn()

@@ -24,6 +24,7 @@ import torch
 from torch import Tensor, nn
 from torch import distributed as dist
 
+from lowbit.distributed import world_size
 from lowbit.errors import ConfigError
 from lowbit.quant import functional as F
 from lowbit.quant.functional import MAX_BITS, check_bits, compute_dtype, round_ste, upcast
@@ -121,9 +122,10 @@ def _grad_scale(x: Tensor, scale: float) -> Tensor:
 
 def _mean_over_ranks(t: Tensor) -> Tensor:
     """`t` averaged over the default process group (in place), or `t` without one."""
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+    world = world_size()
+    if world > 1:
         dist.all_reduce(t, op=dist.ReduceOp.SUM)
-        t.div_(dist.get_world_size())
+        t.div_(world)
     return t
 
 

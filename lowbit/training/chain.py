@@ -25,10 +25,6 @@ from lowbit.identity import RunId
 from lowbit.models import build_model
 from lowbit.quant.convert import clipped_float, load_float_state_dict, quantize
 
-# The loader seed of common.seed s is s * DATA_SEED_STRIDE: FFCV's orders draw from
-# (seed + epoch), so consecutive seeds would otherwise replay each other's epochs.
-DATA_SEED_STRIDE = 1_000_003
-
 
 def device_of(cfg: StageConfig) -> torch.device:
     """The stage's device. With several ranks each rank trains on its own GPU (the one
@@ -66,7 +62,7 @@ def load_data(cfg: StageConfig, device: torch.device) -> tuple[Any, Any, Any, An
     options = LoaderOptions(
         workers=cfg.common.workers,
         device=device,
-        seed=(cfg.common.seed * DATA_SEED_STRIDE) % 2**32,
+        seed=engine.derived_seed(cfg.common.seed, 0, 2**32),  # epoch e: seed + e
         augment=cfg.common.augment,
         backend=cfg.common.loader,
         distributed=world > 1,
@@ -136,7 +132,7 @@ def read_output(cfg: StageConfig, run: RunId, arch: dict[str, Any]) -> Init:
     metrics = (
         json.loads((out / "metrics.json").read_text()) if (out / "metrics.json").is_file() else {}
     )
-    fp = stage == "pretrain"
+    fp = run.fp
     method = "" if fp else str(metrics.get("method", stage))
     budget = 0.0 if fp else float(metrics.get("budget_epochs", 0.0))
     cost = 0.0 if fp else float(metrics.get("cost_s", metrics.get("wall_s", 0.0)))

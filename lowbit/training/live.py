@@ -3,9 +3,9 @@
 Per epoch (dvclive step = the epoch over all rounds of the stage, so a PQ run's curves are
 one line with its bit-width changes in `bits/w` and `bits/a`), for the main network
 `train/loss`, `train/top1`, `val/loss`, `val/top1`, `val/top5` (validated epochs only),
-`lr`, and the same under `<net>/…` for the others (the KD teacher). The log lives
-outside the stage's output folder, so it grows while the stage runs and DVC can declare
-it as the stage's metrics and plots: dvclive's plots/metrics/*.tsv in
+`lr`, and the same under `<net>/…` for the others (what the add-ons train beside it).
+The log lives outside the stage's output folder, so it grows while the stage runs and
+DVC can declare it as the stage's metrics and plots: dvclive's plots/metrics/*.tsv in
 `<common.live_dir>/<stage>/<slug>/`, its metrics file in
 `<common.live_dir>/metrics/<stage>/<slug>.json` (lowbit.identity names the run), so that
 a stage's plots folder holds plots only and its metrics folder metrics only.

@@ -29,6 +29,11 @@ class Plan:
     def model(self) -> nn.Module:
         return self.nets["student"]
 
+    @property
+    def hooked(self) -> list[nn.Module]:
+        """The networks the hooks act on: the student and those the recipe names."""
+        return [m for n, m in self.nets.items() if n == "student" or n in self.recipe.hooked]
+
 
 @dataclass
 class Stream:

@@ -40,11 +40,11 @@ def run_metrics(
 ) -> dict[str, Any]:
     """metrics.json: the result, its cost beside it, its convergence and provenance keys.
 
-    Cost, after FP pretraining and including the init chain: budget_epochs counts
-    network-epochs (every round, every network: a student trained E epochs beside its
-    teacher costs 2E), cost_s the training seconds. extra_epochs is what the method
-    spends beyond its final network's own recipe (TS stage 1, PQ's earlier rounds, the
-    KD teacher): the paper's "extra cost".
+    Cost, after the FP network and including the init chain: budget_epochs counts
+    network-epochs (every round, every network: a student trained E epochs beside one
+    other network costs 2E), cost_s the training seconds. extra_epochs is what the
+    method spends beyond its final network's own recipe (earlier rounds, networks
+    trained beside the student): the paper's "extra cost".
     """
     p = cfg.params
     last = plan.rounds[-1]

@@ -68,7 +68,7 @@ def round_specs(
     cfg: StageConfig, i: int, rnd: Round, lr: dict[str, float] | None = None
 ) -> dict[str, OptimSpec]:
     """Per network, the recipe of round `i`: the stage's optim ("" for every network
-    without a learning rate of its own in `lr`, e.g. a teacher's); rounds after the first
+    without a learning rate of its own in `lr`, the recipe's); rounds after the first
     start at lr * optim.round_lr_scale."""
     p = cfg.params
     scale = p.optim.round_lr_scale if i > 0 else 1.0

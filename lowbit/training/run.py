@@ -2,11 +2,12 @@
 the rounds, outputs.
 
 A stage is a list of rounds (its stage method's) trained one after another on the same
-parameters, with whatever the add-ons its section switches on contribute (a jointly
-trained teacher, stochastic-precision hooks). Each round resumes from its own checkpoint
-under runs/.resume/<stage>/<slug>/, outside the folders DVC manages, so a killed stage
-re-run by `dvc repro` continues where it stopped; the output folder appears only when
-the stage is complete.
+parameters, with whatever the add-ons its section switches on contribute (networks
+trained beside the student, an objective, hooks). It names no method: what a method
+needs is a field of its Recipe (lowbit.methods.base). Each round resumes from its own
+checkpoint under runs/.resume/<stage>/<slug>/, outside the folders DVC manages, so a
+killed stage re-run by `dvc repro` continues where it stopped; the output folder
+appears only when the stage is complete.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ def run_stage(cfg: StageConfig, method: Method) -> dict[str, Any]:
 def make_plan(cfg: StageConfig, method: Method, arch: dict[str, Any]) -> Plan:
     """The methods' recipes, combined, and the networks they train."""
     engine.seed_everything(cfg.common.seed)  # network initialisation is part of the result
-    init = chain.student_init(cfg, arch) if cfg.stage != "pretrain" else _fp_start(cfg, arch)
+    init = chain.student_init(cfg, arch)
     ctx = Context(
         cfg, arch, init,
         load=lambda run: chain.read_output(cfg, run, arch),
@@ -51,25 +52,16 @@ def make_plan(cfg: StageConfig, method: Method, arch: dict[str, Any]) -> Plan:
         float_net=lambda i: _float_net(arch, i),
     )  # fmt: skip
     main = method.recipe(ctx)
+    if main.start is not None:  # weights of the method's own choosing (published ones)
+        init = ctx.init = chain.Init(main.start[0], source=main.start[1])
     first = main.rounds[0]
-    # the student first, then what the add-ons build (a teacher): the order networks
-    # draw their random initial weights in
+    # the student first, then what the add-ons build: the order networks draw their
+    # random initial weights in
     ctx.student = _float_net(arch, init) if main.fp else ctx.build(init, first.w_bits, first.a_bits)
     extra = [a.recipe(ctx) for a in add_ons(cfg.params)]
     recipe = combine([main, *extra])
     nets = {"student": ctx.student, **recipe.nets}
     return Plan(nets, main.rounds, init, arch, recipe, label(init.method, [main, *extra]))
-
-
-def _fp_start(cfg: StageConfig, arch: dict[str, Any]) -> chain.Init:
-    """FP pretraining's start: from scratch, or `pretrain.start`'s published weights."""
-    start = getattr(cfg.params, "start", None)
-    if start is None:
-        return chain.Init(None)
-    from lowbit.models.pretrained import load_start
-
-    state, source = load_start(start, chain.fp_net(arch), arch["model"], cfg.base_dir)
-    return chain.Init(state, source=source)
 
 
 def _float_net(arch: dict[str, Any], init: chain.Init | None) -> nn.Module:
@@ -102,12 +94,11 @@ def _train_round(cfg: StageConfig, plan: Plan, i: int, io: tuple, st: Stream) ->
     rnd.apply(plan.model)
     specs = round_specs(cfg, i, rnd, recipe.lr)
     c = cfg.common
-    ex = engine.Execution(c.channels_last, c.precision, c.compile, recipe.hooks is not None)
+    ex = engine.Execution(c.channels_last, c.precision, c.compile, recipe.leaves_unused)
     trainees = [
         engine.make_trainee(n, m, specs.get(n, specs[""]), device, ex) for n, m in nets.items()
     ]
-    students = [m for n, m in nets.items() if n != "teacher"]
-    hooks = recipe.hooks(students, c.compile) if recipe.hooks is not None else []
+    hooks = recipe.hooks(plan.hooked) if recipe.hooks is not None else []
     spec = engine.FitSpec(
         epochs=rnd.epochs,
         seed=c.seed + 1000 * i,

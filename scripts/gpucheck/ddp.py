@@ -89,7 +89,7 @@ def _train(case: str, rank: int, dev: torch.device, p: dict, out: Path) -> dict:
     if case == "kd":
         nets["teacher"] = build_model("resnet20", 10)
     hooks = [StochasticPrecision(nets["student"], seed=0)] if case == "sp" else []
-    ex = engine.Execution(channels_last=True, sampled=case == "sp")
+    ex = engine.Execution(channels_last=True, leaves_unused=case == "sp")
     ts = [engine.make_trainee(n, m, engine.OptimSpec(lr=0.05), dev, ex) for n, m in nets.items()]
     g = torch.Generator().manual_seed(100 + rank)  # each rank its own batches
     data = [

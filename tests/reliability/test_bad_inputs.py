@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import fcntl
 import os
+import re
 import shutil
 import subprocess
 import sys
-import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -224,7 +224,7 @@ def test_absurd_worker_count_is_clamped_and_leaves_nothing_running(prepared, tmp
     assert len(warned) == 1, err
     assert warned[0].endswith(f"is more than the {cpus} CPUs available (the CPUs this "
                               f"process may run on); using {cpus} workers")  # fmt: skip
-    assert "Traceback" not in err and (repo / "runs-w/pretrain/metrics.json").is_file()
+    assert "Traceback" not in err and (repo / "runs-w/pretrain/fp/metrics.json").is_file()
     assert _session_processes(p.pid) == []  # no worker outlives the stage
 
 
@@ -258,6 +258,14 @@ def test_full_disk_is_one_clear_line_and_leaves_nothing(
     assert not (small_disk / "direct").exists()
 
 
-def test_catalogue_size():
-    assert len(CASES) + 2 >= 25
-    assert zipfile  # the zip layout is covered in tests/data
+def test_the_catalogue_is_the_one_documented():
+    """docs/reliability.md's table is this catalogue: every case once, with the text its
+    error line contains, and the count the page states."""
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "reliability.md").read_text()
+    section = doc.split("\n## Bad input\n", 1)[1].split("\n## ", 1)[0]
+    rows = re.findall(r"^\| (.+?) \| .+ \| `(.+)` \|$", section, re.MULTILINE)
+    documented = [r for r in rows if r[0] != "case"]
+    assert len(documented) == len({name for name, _ in documented}), "a case documented twice"
+    assert dict(documented) == {name: match for name, _, match, _ in CASES}
+    stated = re.search(r"(\d+) cases, plus the locked output folder above \((\d+)\)", section)
+    assert stated and (int(stated[1]), int(stated[2])) == (len(CASES), len(CASES) + 1)

@@ -92,7 +92,8 @@ def state_bytes(trainees: Iterable[Any]) -> int:
 
 def _preload(variant: Variant) -> None:
     """Import what the row imports lazily, so the baseline RSS already holds it."""
-    import lowbit.methods  # noqa: F401
+    import lowbit.methods.joint_distill
+    import lowbit.methods.stochastic_precision  # noqa: F401
 
     _kernels.cpu_extension()
     if variant.model == "brevitas_w2a2":
