@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from lowbit.bench.determinism import plan, report, runs  # noqa: E402
-from lowbit.checkpoint import atomic_write_text  # noqa: E402
+from lowbit.checkpoint import atomic_write_text, require_writable  # noqa: E402
 from lowbit.errors import LowbitError  # noqa: E402
 
 
@@ -55,6 +55,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         p.error(f"--env and --vary expect KEY=VALUE, got {bad[0]!r}")
     if args.work is not None and args.work.exists() and any(args.work.iterdir()):
         p.error(f"--work {args.work} is not empty; name a new folder")
+    try:
+        require_writable(args.out, "--out")  # before the runs, not after
+    except LowbitError as e:
+        p.error(str(e))
     return args
 
 
@@ -77,6 +81,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"determinism: {e}", file=sys.stderr)
             return 2
         info = {**report.machine(ROOT, how.env), "runs at once": args.jobs, **extra}
+        info["processes"] = (
+            "run i of every stage in one process (seconds: the whole process)"
+            if args.together
+            else "one `lowbit stage` process per run of each stage"
+        )
         command = "python scripts/determinism.py " + shlex.join(
             sys.argv[1:] if argv is None else argv
         )
