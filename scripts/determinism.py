@@ -17,6 +17,7 @@ naming the machine; exits 0 when every stage's runs are identical, 1 when any di
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import sys
 import tempfile
@@ -43,6 +44,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                    help="in every run's environment, e.g. ONEDNN_VERBOSE=0")  # fmt: skip
     p.add_argument("--vary", action="append", default=[], metavar="KEY=V0,V1,...",
                    help="per run: run i gets V(i mod count)")  # fmt: skip
+    p.add_argument("--nan-fill", action="store_true",
+                   help="odd runs: uninitialised tensors hold NaN")  # fmt: skip
     p.add_argument("--together", action="store_true",
                    help="run i of every --stage in one process")  # fmt: skip
     p.add_argument("--timeout", type=float, default=3600.0, help="seconds per process")
@@ -67,6 +70,11 @@ def main(argv: list[str] | None = None) -> int:
     extra = dict(e.split("=", 1) for e in args.env)
     vary = tuple((k, tuple(v.split(","))) for k, v in (e.split("=", 1) for e in args.vary))
     env = runs.environment(args.threads, extra)
+    if args.nan_fill:
+        filled = os.pathsep.join(
+            [str(ROOT / "scripts" / "determinism_nan_fill"), env["PYTHONPATH"]]
+        )
+        vary += (("PYTHONPATH", (env["PYTHONPATH"], filled)),)
     how = runs.Settings(env, args.timeout, args.jobs, vary, args.together)
     with tempfile.TemporaryDirectory(prefix="lowbit-determinism-") as tmp:
         work = args.work.resolve() if args.work else Path(tmp)
@@ -89,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         command = "python scripts/determinism.py " + shlex.join(
             sys.argv[1:] if argv is None else argv
         )
-        text = report.markdown(measured, info, command)
+        text = report.markdown(measured, info, command, vary)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.out, text)
     for m in measured:

@@ -114,3 +114,22 @@ def _fake_run(root: Path) -> RunFiles:
     (files.live / "loss.tsv").write_text("step\tloss\n0\t1.0\n1\t0.5\n")
     files.live_metrics.write_text('{"top1": 50.0, "step": 2}')
     return files
+
+
+def test_runs_differ_in_every_perturbation_and_no_stage_overwrites_an_input_first(tmp_path):
+    perturbed = [runs.Perturbation(i) for i in range(RUNS)]
+    for var in ("PYTHONHASHSEED", "MALLOC_PERTURB_", runs.PAD_VAR):
+        assert len({p.env()[var] for p in perturbed}) == RUNS
+    depths = [len(p.folder(tmp_path).relative_to(tmp_path).parts) for p in perturbed]
+    assert depths == [1, 2, 3]
+    src = tmp_path / "src.yaml"
+    src.write_text(yaml.safe_dump(PARAMS))
+    params = plan.write_params(src, tmp_path / "base", ["common.seed=1"])
+    targets = [plan.target(params, s, 2) for s in STAGES]
+    qa = targets[list(STAGES).index("quantize-activations")]
+    qw = ("stage", "quantize-weights", "--w-bits", "2", "--a-bits", "2")
+    assert qa.chain == (("stage", "pretrain"), qw)
+    assert qa.inputs == (Path("data"), Path("runs/pretrain/fp"), Path("runs/quantize-weights/w2a2"))
+    order = [t.stage for t in runs.run_order(targets)]
+    assert order.index("quantize-activations") < order.index("quantize-weights")
+    assert order[-1] == "pretrain"

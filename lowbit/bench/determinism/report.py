@@ -78,8 +78,9 @@ def _details(m: Measured, limit: int = 12) -> list[str]:
     return lines
 
 
-def markdown(results: list[Measured], info: dict[str, Any], command: str) -> str:
-    """The whole report; `info` is machine() plus "jobs" (runs at once)."""
+def markdown(results: list[Measured], info: dict[str, Any], command: str, vary: tuple = ()) -> str:
+    """The whole report; `info` is machine() and more lines about the runs, `vary` the
+    per-run variables (Perturbation.vary)."""
     runs = len(results[0].folders) if results else 0
     same = sum(m.identical for m in results)
     lines = [
@@ -100,7 +101,7 @@ def markdown(results: list[Measured], info: dict[str, Any], command: str) -> str
         "Each run copies the prepared data and the init chain's outputs into a folder of",
         "its own and runs the stage as a fresh `lowbit stage` process, perturbed:",
         "",
-        *[f"- run {i}: {Perturbation(i).describe()}" for i in range(runs)],
+        *[f"- run {i}: {Perturbation(i, vary).describe()}" for i in range(runs)],
         "",
         "## Result",
         "",
