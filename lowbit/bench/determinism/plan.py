@@ -9,8 +9,8 @@ import yaml
 
 from lowbit.bench.determinism.compare import RunFiles
 from lowbit.config import (
-    SECTIONS,
-    Quantized,
+    QUANT_STAGES,
+    TRAINING_STAGES,
     StageConfig,
     apply_overrides,
     load_config,
@@ -45,10 +45,10 @@ def _rel(cfg: StageConfig, p: Path) -> Path:
 
 def target(params: Path, stage: str, bits: int | None) -> Target:
     """The Target of `stage` at `bits` (ignored by FP pretraining) under params.yaml."""
-    if stage not in SECTIONS or stage in ("prepare", "report"):
-        trainable = [s for s in SECTIONS if s not in ("prepare", "report")]
-        raise ConfigError(f"not a training stage: {stage!r}; choose from {', '.join(trainable)}")
-    q = issubclass(SECTIONS[stage], Quantized)
+    if stage not in TRAINING_STAGES:
+        choices = ", ".join(TRAINING_STAGES)
+        raise ConfigError(f"not a training stage: {stage!r}; choose from {choices}")
+    q = stage in QUANT_STAGES
     cfg = load_config(stage, params, w_bits=bits if q else None, a_bits=bits if q else None)
     chain: list[StageConfig] = []
     init = cfg.init_run
