@@ -52,7 +52,7 @@ def download_wheels(dest: Path, python: str = "3.12") -> list[Path]:
         "--no-deps",
         "--only-binary=:all:",
         "--python-version",
-        "3.12",
+        python,
         "--implementation",
         "cp",
         "-d",
