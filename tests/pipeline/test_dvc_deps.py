@@ -79,6 +79,9 @@ def test_each_stage_depends_on_the_code_and_params_it_reads(where: Path) -> None
             need = {"common.seed", "common.model", "common.loader", "common.block_output"}
             assert need <= set(st["params"]), name
             assert stage.replace("-", "_") in st["params"], name
+            # The FP network has no quantizer: a quantizer sweep must not retrain it
+            # (RunId drops the quantizer of an FP run, so both would write pretrain/fp).
+            assert ("common.quantizer" in st["params"]) == (stage != "pretrain"), name
         assert want <= deps, (name, sorted(want - deps))
         for d in deps:  # and every code path listed exists
             assert "$" in d or (ROOT / d).exists() or d == "results", d
