@@ -1,10 +1,10 @@
 """lowbit.bench.overhead in quick mode: the report's rows, its reference row and ratio
 arithmetic, never the timings themselves (a quick run is a smoke run).
 
-The compiled rows dominate the time: about 10 s per compiled network with a warm
-inductor cache (/tmp/torchinductor_<user>), over a minute each on a cold one (a fresh
-CI machine), so the shared run compiles the fp32 rows only; every eager row of both
-models and both precisions still runs."""
+Every eager row of both models and both precisions runs. The compiled rows do not: they
+cost over a minute per network on a cold inductor cache (a fresh CI machine, 207 s of the
+suite), and what they time, a step under `torch.compile`, is held equal to eager by
+tests/quant/test_compile.py and tests/test_compile_rounds.py."""
 
 from __future__ import annotations
 
@@ -19,10 +19,10 @@ from lowbit.bench import overhead
 from lowbit.cli import app
 from lowbit.provenance import cpu_model
 
-PATTERNS = ("fp.eager.*", "lowbit_w2a2.eager.*", "fp.compiled.fp32", "lowbit_w2a2.compiled.fp32")
+PATTERNS = ("fp.eager.*", "lowbit_w2a2.eager.*")
 SCOPED = {
     f"{m}.eager.{p}" for m in ("fp", "lowbit_w2a2") for p in ("fp32", "bf16")
-} | {"fp.eager.fp32.nchw", "fp.compiled.fp32", "lowbit_w2a2.compiled.fp32"}  # fmt: skip
+} | {"fp.eager.fp32.nchw"}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -37,15 +37,13 @@ def quick_run(tmp_path_factory):
     return out, result
 
 
-@pytest.mark.slow  # compiles two networks (quick_run)
 def test_quick_run_has_the_scoped_rows(quick_run):
     out, result = quick_run
     assert json.loads((out / "overhead.json").read_text()) == json.loads(json.dumps(result))
     assert set(result["variants"]) == SCOPED and not result["skipped"]
-    assert [r["compiled"] for r in result["variants"].values()].count(True) == 2
+    assert not any(r["compiled"] for r in result["variants"].values())
 
 
-@pytest.mark.slow  # compiles two networks (quick_run)
 def test_ratios_are_relative_to_the_fastest_fp_row(quick_run):
     _, result = quick_run
     rows = result["variants"]
@@ -64,7 +62,6 @@ def test_ratios_are_relative_to_the_fastest_fp_row(quick_run):
     assert min(r["ratio_fastest_fp"] for r in fp.values()) == pytest.approx(1.0)
 
 
-@pytest.mark.slow  # compiles two networks (quick_run)
 def test_targets_compare_within_each_precision(quick_run):
     _, result = quick_run
     rows, t = result["variants"], result["targets"]
@@ -84,7 +81,6 @@ def test_targets_compare_within_each_precision(quick_run):
     assert t["time_met"] == all(c["time_met"] for c in t["checks"])
 
 
-@pytest.mark.slow  # compiles two networks (quick_run)
 def test_device_and_fastest_row_are_named(quick_run):
     out, result = quick_run
     m, md = result["machine"], (out / "overhead.md").read_text()
@@ -95,7 +91,6 @@ def test_device_and_fastest_row_are_named(quick_run):
     assert m["lowbit_kernels"] in ("cpp", "torch")
 
 
-@pytest.mark.slow  # compiles two networks (quick_run)
 def test_markdown_lists_each_row(quick_run):
     out, result = quick_run
     md = (out / "overhead.md").read_text()
@@ -107,7 +102,6 @@ def test_markdown_lists_each_row(quick_run):
     assert "Targets for lowbit W2A2" in md and "quick mode" in md
 
 
-@pytest.mark.slow  # compiles two networks (quick_run)
 def test_numbers_are_positive_and_consistent(quick_run):
     _, result = quick_run
     c = result["config"]
@@ -123,8 +117,6 @@ def test_numbers_are_positive_and_consistent(quick_run):
         assert mem["state_mb"] > 0 and mem["peak_mb"] == pytest.approx(
             mem["state_mb"] + mem["step_mb"]
         )
-        if row["compiled"]:  # the first step compiled: excluded from the statistics
-            assert 1e3 * row["first_step_s"] > 10 * row["median_ms"]
 
 
 @pytest.fixture(scope="module")
