@@ -44,3 +44,11 @@ def digits():
     train = EpochLoader(TensorDataset(xt, yt), 64, shuffle=True)
     val = EpochLoader(TensorDataset(xv, yv), 200, shuffle=False)
     return train, val
+
+
+@pytest.fixture
+def fresh_dynamo():
+    """dynamo's caches and recompile counters emptied before and after the test."""
+    torch._dynamo.reset()
+    yield
+    torch._dynamo.reset()

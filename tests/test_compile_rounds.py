@@ -24,11 +24,7 @@ from lowbit.quant import quantize
 CPU = torch.device("cpu")
 
 
-@pytest.fixture(autouse=True)
-def _fresh_dynamo():
-    torch._dynamo.reset()
-    yield
-    torch._dynamo.reset()
+pytestmark = pytest.mark.usefixtures("fresh_dynamo")  # tests/conftest.py
 
 
 def _fp() -> nn.Module:

@@ -16,25 +16,13 @@ from pathlib import Path
 import pytest
 import torch
 import torch.multiprocessing as mp
-from torch import nn
 
 from lowbit import distributed, engine
 from lowbit.methods.two_stage import activations_round, weights_round
-from lowbit.quant import quantize
+from tests.tiny import tiny_w2a2
 
 CPU = torch.device("cpu")
 CASES = {"lsq-clip": ("lsq", "clip"), "lsq-relu": ("lsq", "relu"), "pact-relu": ("pact", "relu")}
-
-
-def _net(quantizer: str) -> nn.Module:
-    torch.manual_seed(0)
-    fp = nn.Sequential(
-        nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
-        nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
-        nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10),
-    )  # fmt: skip
-    return quantize(fp, 2, 2, quantizer=quantizer)
 
 
 def _batches(rank: int, steps: int = 3) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -44,7 +32,7 @@ def _batches(rank: int, steps: int = 3) -> list[tuple[torch.Tensor, torch.Tensor
 
 
 def _train(quantizer: str, a_mode: str, rank: int, work: Path) -> dict[str, torch.Tensor]:
-    model = _net(quantizer)
+    model = tiny_w2a2(quantizer)
     val = _batches(99, 1)
     for i, rnd in enumerate([weights_round(2, 1, a_mode), activations_round(2, 2, 1)]):
         rnd.apply(model)
@@ -79,6 +67,6 @@ def test_rounds_with_unused_quantizer_parameters_train_in_lockstep(tmp_path):
                 continue  # BatchNorm statistics are per rank (evaluation uses rank 0's)
             assert torch.equal(v, r1[name][k]), (name, k)
         # the activation parameters trained in round 2, where they are used
-        fresh = _net(CASES[name][0]).state_dict()
+        fresh = tiny_w2a2(CASES[name][0]).state_dict()
         learned = [k for k in r0[name] if k.endswith(("a_quant.step", "a_quant.alpha"))]
         assert learned and any(not torch.equal(r0[name][k], fresh[k]) for k in learned), name

@@ -11,22 +11,19 @@ from torch._dynamo.testing import CompileCounter
 
 from lowbit import engine
 from lowbit.methods.stochastic_precision import StochasticPrecision
-from lowbit.quant import quantize, set_bits
+from lowbit.quant import set_bits
 from lowbit.quant.functional import (
     quantize_activation,
     quantize_activation_reference,
     quantize_weight,
     quantize_weight_reference,
 )
+from tests.tiny import tiny_w2a2
 
 CPU = torch.device("cpu")
 
 
-@pytest.fixture(autouse=True)
-def _fresh_dynamo():
-    torch._dynamo.reset()
-    yield
-    torch._dynamo.reset()
+pytestmark = pytest.mark.usefixtures("fresh_dynamo")  # tests/conftest.py
 
 
 @pytest.mark.parametrize("bits", [2, 3, 4, 8])
@@ -65,23 +62,12 @@ def test_compiled_activation_quantizer_equals_the_reference(bits):
     torch.testing.assert_close(cx.grad, ref_x.grad, rtol=2**-22, atol=0)
 
 
-def _net() -> nn.Module:
-    torch.manual_seed(0)
-    fp = nn.Sequential(
-        nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
-        nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
-        nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10),
-    )  # fmt: skip
-    return quantize(fp, 2, 2)
-
-
 def _step(model: nn.Module, x: torch.Tensor) -> None:
     model(x).sum().backward()
 
 
 def test_a_new_bit_width_recompiles_once_and_sp_steps_never():
-    model = _net()
+    model = tiny_w2a2()
     counter = CompileCounter()
     compiled = torch.compile(model, backend=counter)
     x = torch.randn(4, 3, 8, 8)
@@ -106,7 +92,7 @@ def test_a_new_bit_width_recompiles_once_and_sp_steps_never():
 def test_gated_quantizers_are_the_enabled_ones():
     """A gate switched off is the quantizer disabled: values and gradients."""
     x = torch.randn(2, 3, 8, 8)
-    a, b = _net(), _net()
+    a, b = tiny_w2a2(), tiny_w2a2()
     sp_a, sp_b = StochasticPrecision(a, seed=3), StochasticPrecision(b, seed=3)
     sp_b.use_gates()
     sp_a.on_step(0, 100)
@@ -125,7 +111,7 @@ def test_resumed_compiled_run_equals_an_uninterrupted_one(digits, tmp_path):
     ex = engine.Execution(compile=True)
 
     def trainee():
-        return engine.make_trainee("net", _net(), engine.OptimSpec(lr=0.05), CPU, ex)
+        return engine.make_trainee("net", tiny_w2a2(), engine.OptimSpec(lr=0.05), CPU, ex)
 
     def spec(epochs, name):
         return engine.FitSpec(epochs, 0, CPU, tmp_path / name, progress=False, execution=ex)
