@@ -3,6 +3,7 @@ and local executors. No SLURM needed (the cluster tests live in tests/slurm/).""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -149,11 +150,14 @@ def test_inline_calls_the_function_in_this_process(tmp_path):
     assert out["pid"] == os.getpid() and out["value"] == 42.0
 
 
-def test_inline_default_is_the_stage_run(tmp_path, monkeypatch):
-    seen = {}
-    monkeypatch.setattr(L, "stage_function", lambda name: lambda cfg: seen.setdefault("s", name))
-    L.launch(make_cfg(tmp_path, executor="inline", stage="bit-decay"))
-    assert seen["s"] == "bit-decay"
+def test_inline_default_is_the_stage_run(tmp_path):
+    """Without a function, launch runs the named stage's own `run(cfg)`: a real `prepare`
+    of the bundled digits, whose files appear and whose summary comes back."""
+    cfg = make_cfg(tmp_path, executor="inline", stage="prepare")
+    out = L.launch(cfg)
+    meta = json.loads((cfg.data_dir / "meta.json").read_text())
+    assert meta["num_classes"] == 10 and (cfg.data_dir / "train.beton").is_file()
+    assert out["num_classes"] == 10.0 and out["train_images"] == meta["counts"]["train"] > 0
 
 
 def test_a_requeued_job_resubmits_the_same_call(tmp_path):
