@@ -13,11 +13,28 @@
 # Seed N's runs go to runs/seed<N>/; when all of them are done they are archived to
 # results/seed<N>/ (`lowbit archive`). A stage that finished leaves runs/seed<N>/.done-<stage>
 # and is skipped on a rerun; a stage that was killed resumes from its last epoch.
+#
+# A study outlives one machine: `bash study.sh --save` copies the shared FP networks and
+# their round checkpoints (runs/seed0/pretrain, runs/seed0/.resume/pretrain: a few MB)
+# to state/, which is committed; a fresh checkout's first run restores them, so the FP
+# networks are trained once whatever machine continues the study.
 set -euo pipefail
 cd "$(dirname "$0")"
 if [ -n "${LOWBIT_VENV:-}" ]; then PATH="$LOWBIT_VENV/bin:$PATH"; fi
 STAGES=(direct quantize-weights quantize-activations bit-decay stochastic-precision distill ts-pq-kd)
 RESULTS=${RESULTS:-results}
+STATE=state/seed0  # the shared FP networks' files, as in runs/seed0/
+
+if [ "${1:-}" = --save ]; then
+  rm -rf "$STATE.tmp" && mkdir -p "$STATE.tmp/.resume"
+  [ -d runs/seed0/pretrain ] && cp -r runs/seed0/pretrain "$STATE.tmp/"
+  [ -d runs/seed0/.resume/pretrain ] && cp -r runs/seed0/.resume/pretrain "$STATE.tmp/.resume/"
+  rm -rf "$STATE" && mv "$STATE.tmp" "$STATE"
+  echo "study: saved $(du -sh "$STATE" | cut -f1) to $STATE"; exit 0
+fi
+if [ -d "$STATE" ] && [ ! -e runs/seed0/.done-pretrain ]; then  # never over newer files
+  mkdir -p runs/seed0 && cp -rn "$STATE/." runs/seed0/
+fi
 
 step() {  # step <done-marker> lowbit stage ... : run once, then mark it done
   local marker=$1; shift
