@@ -15,8 +15,11 @@ run: $(STAMP)
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro
 	$(BIN)/lowbit show-report reports/digits-resnet20/README.md
 
+# 2 pytest-xdist workers, each on its share of the cores (tests/conftest.py); TEST_WORKERS=0
+# runs the suite in this one process.
+TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check lowbit tests

@@ -1,12 +1,39 @@
-"""Shared fixtures: scikit-learn's bundled digits as small tensors (no download)."""
+"""Shared fixtures: scikit-learn's bundled digits as small tensors (no download); and, under
+pytest-xdist (`make test` runs 2 workers), the cores shared between the workers and the
+SLURM tests kept on one worker."""
 
 from __future__ import annotations
+
+import os
 
 import pytest
 import torch
 from sklearn.datasets import load_digits
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """In an xdist worker: torch, and every process a test starts (stages, DVC, SLURM
+    jobs inherit the environment), gets its share of the cores. Two workers at torch's
+    default of one thread per core would put 4 threads on 2 cores, and OpenMP's spinning
+    barriers slow a step by 10x and more when its threads wait for a core."""
+    workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    if not workers:
+        return
+    from lowbit.data.cpus import available_cpus
+
+    threads = str(max(1, available_cpus()[0] // int(workers)))
+    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = threads
+    torch.set_num_threads(int(threads))
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The SLURM tests share one local cluster of a few CPUs: one worker runs them all,
+    one after another (`--dist loadgroup`), so no job waits behind another test's."""
+    for item in items:
+        if item.get_closest_marker("slurm"):
+            item.add_marker(pytest.mark.xdist_group("slurm"))
 
 
 class EpochLoader:
