@@ -3,7 +3,25 @@
 from __future__ import annotations
 
 import functools
+import os
 from importlib import metadata
+
+from lowbit.data.cpus import available_cpus
+
+
+def single_cpu_threading_layer() -> None:
+    """On one CPU, numba runs no parallel kernel (FFCV compiles `parallel=True` only for
+    more than one loader thread, and common.workers is bounded by the CPUs), but FFCV's
+    import still starts numba's threading layer, TBB where libtbb is installed; and with
+    one CPU in the affinity mask TBB's shutdown waits forever, so `lowbit stage prepare`
+    under `taskset -c 0` or a 1-CPU SLURM task printed its summary and never exited
+    (numba 0.68.1, libtbb 12; measured: killed after 240 s, 19-21 s with another layer).
+    A value the user set is kept. Runs before any lowbit module imports numba."""
+    if available_cpus()[0] == 1:
+        os.environ.setdefault("NUMBA_THREADING_LAYER", "workqueue")
+
+
+single_cpu_threading_layer()
 
 
 @functools.cache

@@ -3,10 +3,13 @@ allocation (SLURM_CPUS_PER_TASK first, then SLURM_CPUS_ON_NODE) where that is sm
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import subprocess
 import sys
 import warnings
+from pathlib import Path
 
 import pytest
 
@@ -14,6 +17,7 @@ from lowbit.data import build_loaders
 from lowbit.data.cpus import available_cpus, bound_workers
 
 AFFINITY = len(os.sched_getaffinity(0))
+ROOT = Path(__file__).resolve().parents[2]
 HOST = "the CPUs this process may run on"
 
 
@@ -73,3 +77,43 @@ def test_more_workers_than_cpus_are_clamped_with_one_warning(monkeypatch, digits
     ]
     assert train.loader.num_workers == val.loader.num_workers == 1
     assert len(list(val)) == len(val)  # the one worker process yields every batch
+
+
+LAYER = (
+    "import os; os.sched_setaffinity(0, {min(os.sched_getaffinity(0))});"
+    "import lowbit.data, ffcv.loader, numba;"
+    "from numba.np.ufunc.parallel import _launch_threads; _launch_threads();"
+    "print(numba.threading_layer())"
+)
+
+
+@pytest.mark.ffcv
+@pytest.mark.parametrize(
+    ("env", "layer"), [({}, "workqueue"), ({"NUMBA_THREADING_LAYER": "omp"}, "omp")]
+)
+def test_on_one_cpu_numba_avoids_tbb_and_the_process_exits(env, layer):
+    """With one CPU in the affinity mask, TBB's shutdown waits forever (numba 0.68.1,
+    libtbb 12: `lowbit stage prepare` under `taskset -c 0` never exited): lowbit picks
+    another threading layer unless the user chose one. A hang fails on the timeout."""
+    clean = {k: v for k, v in os.environ.items() if k != "NUMBA_THREADING_LAYER"}
+    out = subprocess.run(
+        [sys.executable, "-c", LAYER], env=clean | env, capture_output=True, text=True,
+        timeout=120, check=True,
+    )  # fmt: skip
+    assert out.stdout.strip().splitlines()[-1] == layer
+
+
+@pytest.mark.ffcv
+def test_prepare_on_one_cpu_exits(tmp_path):
+    """The digits prepare stage, as `taskset -c 0 lowbit stage prepare` runs it: before
+    the layer was chosen it wrote its files, printed its summary and hung at exit."""
+    shutil.copy(ROOT / "params.yaml", tmp_path)
+    cpu = min(os.sched_getaffinity(0))
+    clean = {k: v for k, v in os.environ.items() if k != "NUMBA_THREADING_LAYER"}
+    subprocess.run(
+        [Path(sys.executable).with_name("lowbit"), "stage", "prepare"], cwd=tmp_path, env=clean,
+        preexec_fn=lambda: os.sched_setaffinity(0, {cpu}), capture_output=True, timeout=180,
+        check=True,
+    )  # fmt: skip
+    meta = json.loads((tmp_path / "data/prepared/meta.json").read_text())
+    assert meta["counts"] == {"train": 1437, "val": 360}
