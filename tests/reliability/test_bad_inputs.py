@@ -115,6 +115,9 @@ def _code_pickle(tmp: Path) -> None:
     torch.save({"format": 1, "x": _RunsCode()}, tmp / "runs" / "pretrain" / "fp" / "model.pt")
 
 
+# the input a missing TS stage 1 names is the command that makes it, spelt by RunId.slug's
+# inverse (the identity's fields as flags and --set), never by splitting the folder name
+SUGGESTED = "lowbit stage quantize-weights --w-bits 2 --a-bits 2 --set tag=nosuch"
 Case = tuple[str, list[str], str, Callable[[Path, Path], Path]]
 CASES: list[Case] = [
     ("bits 0", ["stage", "direct", "--bits", "0"], "bits must be in [2, 32], got 0", lambda p, t: _fresh(t)),
@@ -150,6 +153,7 @@ CASES: list[Case] = [
     ("prepare not run", ["stage", "pretrain"], "input stage 'prepare' has not run", lambda p, t: _fresh(t)),
     ("pretrain not run", ["stage", "direct", "--bits", "2"], "input stage 'pretrain' has not run", lambda p, t: _with_data(p, t)),
     ("TS stage 1 not run", ["stage", "quantize-activations", "--bits", "2"], "input stage 'quantize-weights' has not run", lambda p, t: _with_data(p, t, runs=True)),
+    ("TS stage 1 of a tag not run", ["stage", "quantize-activations", "--bits", "2", "--set", "init_tag=nosuch"], SUGGESTED, lambda p, t: _with_data(p, t, runs=True)),
     ("corrupt checkpoint", ["stage", "direct", "--bits", "2"], "model.pt", lambda p, t: (_with_data(p, t, runs=True), (t / "runs/pretrain/fp/model.pt").write_bytes(b"\x80garbage"))[0]),
     ("other class count", ["stage", "direct", "--bits", "2"], "num_classes=100", lambda p, t: (_with_data(p, t, runs=True), _foreign_checkpoint(t, 100))[0]),
     ("other model", ["stage", "direct", "--bits", "2"], "model='preresnet20'", lambda p, t: (_with_data(p, t, runs=True), _foreign_checkpoint(t, 10, "preresnet20"))[0]),
@@ -203,6 +207,25 @@ def _session_processes(sid: int) -> list[str]:
         if int(rest.split()[3]) == sid:  # after the name: state, ppid, pgrp, session
             alive.append(f"{stat.parent.name} {head.split('(', 1)[1]}")
     return alive
+
+
+def test_the_suggested_command_makes_the_missing_input(prepared, tmp_path, monkeypatch):
+    """The command the missing-input error suggests runs as written, and afterwards the
+    stage that asked for it finds its input."""
+    repo = _with_data(prepared, tmp_path, runs=True)
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["quantize_weights"] = params["quantize_activations"] = {"epochs": 1}
+    (repo / "params.yaml").write_text(yaml.safe_dump(params))
+    monkeypatch.chdir(repo)
+    args = ["stage", "quantize-activations", "--bits", "2", "--set", "init_tag=nosuch"]
+    first = runner.invoke(app, args)
+    suggested = re.search(r"run `lowbit (.+?)` first", first.output)
+    assert first.exit_code != 0 and suggested, first.output
+    made = runner.invoke(app, suggested[1].split())
+    assert made.exit_code == 0, made.output
+    assert (repo / "runs/quantize-weights/w2a2-nosuch/model.pt").is_file()
+    again = runner.invoke(app, args)
+    assert again.exit_code == 0, again.output
 
 
 def test_absurd_worker_count_is_clamped_and_leaves_nothing_running(prepared, tmp_path):
