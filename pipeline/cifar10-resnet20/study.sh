@@ -46,11 +46,11 @@ step() {  # step <done-marker> lowbit stage ... : run once, then mark it done
 
 step runs/seed0/.done-prepare lowbit stage prepare
 step runs/seed0/.done-pretrain lowbit stage pretrain --all --set common.runs_dir=runs/seed0 \
-  --set common.live_dir=runs/seed0/dvclive
+  --set common.live_dir=dvclive/seed0
 for seed in "$@"; do
-  # each seed's dvclive logs beside its runs: one shared folder would keep the last seed's
+  # each seed's dvclive logs in a folder of its own: one shared folder would keep the last seed's
   sets=(--set "common.seed=$seed" --set "common.runs_dir=runs/seed$seed"
-        --set "common.live_dir=runs/seed$seed/dvclive")
+        --set "common.live_dir=dvclive/seed$seed")
   mkdir -p "runs/seed$seed"
   if [ "$seed" != 0 ]; then ln -sfn ../seed0/pretrain "runs/seed$seed/pretrain"; fi
   for stage in "${STAGES[@]}"; do
