@@ -1,16 +1,22 @@
 """Shared fixtures: scikit-learn's bundled digits as small tensors (no download); and, under
 pytest-xdist (`make test` runs 2 workers), the cores shared between the workers and the
-SLURM tests kept on one worker."""
+units of work they share (tests/xdist_groups.py)."""
 
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 import pytest
 import torch
 from sklearn.datasets import load_digits
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
+
+if TYPE_CHECKING:
+    from xdist.remote import Producer
+
+    from tests.xdist_groups import GroupScheduling
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -24,16 +30,20 @@ def pytest_configure(config: pytest.Config) -> None:
     from lowbit.data.cpus import available_cpus
 
     threads = str(max(1, available_cpus()[0] // int(workers)))
-    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = threads
-    torch.set_num_threads(int(threads))
+    os.environ.setdefault("OMP_NUM_THREADS", threads)  # a user's own choice is kept
+    os.environ.setdefault("MKL_NUM_THREADS", os.environ["OMP_NUM_THREADS"])
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """The SLURM tests share one local cluster of a few CPUs: one worker runs them all,
-    one after another (`--dist loadgroup`), so no job waits behind another test's."""
-    for item in items:
-        if item.get_closest_marker("slurm"):
-            item.add_marker(pytest.mark.xdist_group("slurm"))
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Producer) -> GroupScheduling | None:
+    """Under `-n N` (plain load balancing), tests/xdist_groups.py's units: the SLURM tests
+    on one worker, modules with a costly module fixture on one worker each."""
+    if config.getvalue("dist") not in ("load", "loadgroup"):
+        return None
+    from tests.xdist_groups import GroupScheduling
+
+    return GroupScheduling(config, log)
 
 
 class EpochLoader:

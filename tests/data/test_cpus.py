@@ -79,9 +79,9 @@ def test_more_workers_than_cpus_are_clamped_with_one_warning(monkeypatch, digits
     assert len(list(val)) == len(val)  # the one worker process yields every batch
 
 
+ONE_CPU = "import os, sys; os.sched_setaffinity(0, {min(os.sched_getaffinity(0))});"
 LAYER = (
-    "import os; os.sched_setaffinity(0, {min(os.sched_getaffinity(0))});"
-    "import lowbit.data, ffcv.loader, numba;"
+    ONE_CPU + "import lowbit.data, ffcv.loader, numba;"
     "from numba.np.ufunc.parallel import _launch_threads; _launch_threads();"
     "print(numba.threading_layer())"
 )
@@ -108,12 +108,14 @@ def test_prepare_on_one_cpu_exits(tmp_path):
     """The digits prepare stage, as `taskset -c 0 lowbit stage prepare` runs it: before
     the layer was chosen it wrote its files, printed its summary and hung at exit."""
     shutil.copy(ROOT / "params.yaml", tmp_path)
-    cpu = min(os.sched_getaffinity(0))
+    lowbit = str(Path(sys.executable).with_name("lowbit"))
+    # the mask is set in a fresh interpreter that then execs the stage (taskset's way): no
+    # preexec_fn, which may deadlock in a threaded parent such as an xdist worker
+    pin = ONE_CPU + "os.execv(sys.argv[1], sys.argv[1:])"
     clean = {k: v for k, v in os.environ.items() if k != "NUMBA_THREADING_LAYER"}
     subprocess.run(
-        [Path(sys.executable).with_name("lowbit"), "stage", "prepare"], cwd=tmp_path, env=clean,
-        preexec_fn=lambda: os.sched_setaffinity(0, {cpu}), capture_output=True, timeout=180,
-        check=True,
+        [sys.executable, "-c", pin, lowbit, "stage", "prepare"], cwd=tmp_path, env=clean,
+        capture_output=True, timeout=180, check=True,
     )  # fmt: skip
     meta = json.loads((tmp_path / "data/prepared/meta.json").read_text())
     assert meta["counts"] == {"train": 1437, "val": 360}

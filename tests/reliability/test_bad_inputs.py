@@ -6,6 +6,7 @@ from __future__ import annotations
 import fcntl
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -221,7 +222,7 @@ def test_the_suggested_command_makes_the_missing_input(prepared, tmp_path, monke
     first = runner.invoke(app, args)
     suggested = re.search(r"run `lowbit (.+?)` first", first.output)
     assert first.exit_code != 0 and suggested, first.output
-    made = runner.invoke(app, suggested[1].split())
+    made = runner.invoke(app, shlex.split(suggested[1]))
     assert made.exit_code == 0, made.output
     assert (repo / "runs/quantize-weights/w2a2-nosuch/model.pt").is_file()
     again = runner.invoke(app, args)
