@@ -13,8 +13,10 @@ from xdist.scheduler import LoadScopeScheduling
 # the local SLURM cluster has a few CPUs: its tests run one after another, so no job waits
 # behind another test's job past a test's timeout
 SLURM = "tests/slurm/"
-# modules whose module-scoped fixture trains or prepares something: built once, on one worker
+# modules whose module-scoped fixture trains or prepares something: built once, on one worker;
+# test_protocol's tests also read runs its other tests made (quantize-weights before TS)
 ONE_WORKER = frozenset({
+    "tests/test_protocol.py",
     "tests/reliability/test_determinism.py",
     "tests/reliability/test_bad_inputs.py",
     "tests/export/test_command.py",
