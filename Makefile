@@ -15,7 +15,8 @@ run: $(STAMP)
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro
 	$(BIN)/lowbit show-report reports/digits-resnet20/README.md
 
-# 2 pytest-xdist workers, each on its share of the cores (tests/conftest.py); TEST_WORKERS=0
+# 2 pytest-xdist workers, each on its share of the cores (tests/conftest.py), sharing the
+# units of work tests/xdist_groups.py names; TEST_WORKERS=0
 # runs the suite in this one process.
 TEST_WORKERS ?= 2
 test: $(STAMP)

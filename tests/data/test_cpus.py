@@ -85,6 +85,8 @@ LAYER = (
     "from numba.np.ufunc.parallel import _launch_threads; _launch_threads();"
     "print(numba.threading_layer())"
 )
+# this environment without a threading layer the user chose: lowbit's default applies
+NO_LAYER = {k: v for k, v in os.environ.items() if k != "NUMBA_THREADING_LAYER"}
 
 
 @pytest.mark.ffcv
@@ -95,9 +97,8 @@ def test_on_one_cpu_numba_avoids_tbb_and_the_process_exits(env, layer):
     """With one CPU in the affinity mask, TBB's shutdown waits forever (numba 0.68.1,
     libtbb 12: `lowbit stage prepare` under `taskset -c 0` never exited): lowbit picks
     another threading layer unless the user chose one. A hang fails on the timeout."""
-    clean = {k: v for k, v in os.environ.items() if k != "NUMBA_THREADING_LAYER"}
     out = subprocess.run(
-        [sys.executable, "-c", LAYER], env=clean | env, capture_output=True, text=True,
+        [sys.executable, "-c", LAYER], env=NO_LAYER | env, capture_output=True, text=True,
         timeout=120, check=True,
     )  # fmt: skip
     assert out.stdout.strip().splitlines()[-1] == layer
@@ -112,9 +113,8 @@ def test_prepare_on_one_cpu_exits(tmp_path):
     # the mask is set in a fresh interpreter that then execs the stage (taskset's way): no
     # preexec_fn, which may deadlock in a threaded parent such as an xdist worker
     pin = ONE_CPU + "os.execv(sys.argv[1], sys.argv[1:])"
-    clean = {k: v for k, v in os.environ.items() if k != "NUMBA_THREADING_LAYER"}
     subprocess.run(
-        [sys.executable, "-c", pin, lowbit, "stage", "prepare"], cwd=tmp_path, env=clean,
+        [sys.executable, "-c", pin, lowbit, "stage", "prepare"], cwd=tmp_path, env=NO_LAYER,
         capture_output=True, timeout=180, check=True,
     )  # fmt: skip
     meta = json.loads((tmp_path / "data/prepared/meta.json").read_text())
