@@ -2,14 +2,21 @@
 VENV  ?= .venv
 BIN   := $(VENV)/bin
 STAMP := .make/installed
+DEV   := .make/installed-dev
 
 .PHONY: install run test lint format bench clean-runs
 
+# `make run` installs what the pipeline needs; the test tools and the ONNX exporter come
+# with the first `make test` (or `make install`).
 $(STAMP): pyproject.toml scripts/install.sh
 	bash scripts/install.sh
 	@mkdir -p $(dir $@) && touch $@
 
-install: $(STAMP)
+$(DEV): $(STAMP)
+	bash scripts/install.sh dev
+	@touch $@
+
+install: $(DEV)
 
 run: $(STAMP)
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro
@@ -19,14 +26,14 @@ run: $(STAMP)
 # units of work tests/xdist_groups.py names; TEST_WORKERS=0
 # runs the suite in this one process.
 TEST_WORKERS ?= 2
-test: $(STAMP)
+test: $(DEV)
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
-lint: $(STAMP)
+lint: $(DEV)
 	$(BIN)/ruff check lowbit tests
 	$(BIN)/ruff format --check lowbit tests
 
-format: $(STAMP)
+format: $(DEV)
 	$(BIN)/ruff format lowbit tests
 	$(BIN)/ruff check --fix lowbit tests
 

@@ -46,7 +46,8 @@ def shrunken_pipeline(
     params["pipeline"]["bits"] = bits
     for stage in TRAINING:
         params[stage]["epochs"] = epochs
-        params[stage]["optim"]["milestones"] = [0.5]
+        if params[stage]["optim"].get("schedule", "step") == "step":
+            params[stage]["optim"]["milestones"] = [0.5]
     for stage in ("bit_decay", "ts_pq_kd"):
         params[stage].update(schedule=[4, 2], step_epochs=1)
         params[stage]["optim"]["schedule"] = "cosine"  # one-epoch rounds anneal too
