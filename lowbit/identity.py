@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import numbers
 import re
+import shlex
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -205,8 +207,12 @@ class RunId:
             tokens += ["clip"] if self.fp_start == "clip" else []
         return ", ".join(names.get(t, t) for t in tokens)
 
-    def command(self) -> str:
-        """The command that trains this run (settings in `common` come from params)."""
-        bits = "" if self.fp else f" --w-bits {self.w_bits} --a-bits {self.a_bits}"
-        tag = f" --set tag={self.tag}" if self.tag else ""
-        return f"lowbit stage {self.stage}{bits}{tag}"
+    def command(self, params: str = "params.yaml", sets: Sequence[str] = ()) -> str:
+        """The command that trains this run, shell-quoted: read from `params`, with `sets`
+        (the asking stage's `common.*` overrides, so it writes where that stage reads)."""
+        args = [] if self.fp else ["--w-bits", str(self.w_bits), "--a-bits", str(self.a_bits)]
+        if params != "params.yaml":
+            args += ["--params", params]
+        for s in [*sets, *([f"tag={self.tag}"] if self.tag else [])]:
+            args += ["--set", s]
+        return shlex.join(["lowbit", "stage", self.stage, *args])

@@ -4,6 +4,7 @@ loading, naming the run's folders; runs that differ never share a folder."""
 from __future__ import annotations
 
 import itertools
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -132,12 +133,28 @@ def test_the_pipeline_section_lists_each_stage_s_runs(tmp_path):
 def test_the_command_a_missing_init_suggests_is_a_valid_command(tmp_path):
     params = _params(tmp_path)
     cfg = load_config("quantize-activations", params, ["init_tag=nosuch"], 2, 2)
-    cmd = cfg.init_run.command()
-    assert cmd == "lowbit stage quantize-weights --w-bits 2 --a-bits 2 --set tag=nosuch"
-    stage, *args = cmd.split()[2:]
+    assert cfg.init_run.command() == (
+        "lowbit stage quantize-weights --w-bits 2 --a-bits 2 --set tag=nosuch"
+    )
+
+
+def test_the_suggested_command_reads_the_same_params_and_common_overrides(tmp_path):
+    # a stage run with another params file and its own runs folder (study.sh's
+    # runs/seed<N>) must suggest a command that writes where it will read
+    (tmp_path / "my dir").mkdir()
+    params = _params(tmp_path / "my dir")
+    sets = ["init_tag=nosuch", "common.runs_dir=runs/seed 3", "common.seed=3"]
+    cfgs = load_runs("quantize-activations", params, sets)
+    cfg = cfgs[0]
+    cmd = cfg.init_run.command(cfg.params_file, cfg.common_sets)
+    assert "keep_resume" not in cmd  # --all's own setting, not the user's
+    stage, *args = shlex.split(cmd)[2:]
+    opts = dict(zip(args[::2], args[1::2], strict=True))
     sets = [args[i + 1] for i, a in enumerate(args) if a == "--set"]
-    again = load_config(stage, params, sets, int(args[1]), int(args[3]))
-    assert again.run == cfg.init_run  # the suggestion names exactly the missing run
+    again = load_config(stage, opts["--params"], sets, int(opts["--w-bits"]), int(opts["--a-bits"]))
+    assert again.run == cfg.init_run  # the suggestion names exactly the missing run ...
+    assert again.out_dir() == cfg.out_dir(cfg.init_run)  # ... in the folder it is read from
+    assert again.common.seed == 3
 
 
 def test_cli_help_and_config_load_without_torch():

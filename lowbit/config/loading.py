@@ -145,6 +145,8 @@ def load_config(
         common=validate(Common, raw.get("common"), "common", src),
         params=validate(STAGES[stage].section, raw.get(key), key, src),
         slurm=validate(Slurm, raw.get("slurm"), "slurm", src),
+        params_file=src,
+        common_sets=tuple(s for s in sets or [] if _suggested(s)),
     )
     _check_folders(cfg, src)
     _check_precision(cfg, src)
@@ -162,6 +164,11 @@ def load_runs(stage: str, params: Path, sets: list[str] | None = None,
         load_config(stage, params, [*extra, *keep, *(sets or [])], bits, bits, executor)
         for bits, extra in pipe.runs(stage)
     ]
+
+
+def _suggested(override: str) -> bool:
+    """A `common.*` override a suggested command repeats (keep_resume is --all's own)."""
+    return override.startswith("common.") and not override.startswith("common.keep_resume")
 
 
 def stage_bits(params: Any) -> list[int]:

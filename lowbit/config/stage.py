@@ -36,6 +36,10 @@ class StageConfig(_Strict):
     common: Common
     params: Any  # the stage's section model (STAGES[stage].section)
     slurm: Slurm = Slurm()
+    # How the config was loaded (not part of the resolved config): a command this stage
+    # suggests, e.g. for a missing input, reads the same file with the same overrides.
+    params_file: str = "params.yaml"
+    common_sets: tuple[str, ...] = ()
 
     def path(self, p: Path) -> Path:
         return (p if p.is_absolute() else self.base_dir / p).resolve()

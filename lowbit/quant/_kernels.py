@@ -233,3 +233,10 @@ def use_backend(name: str) -> Iterator[None]:
             os.environ.pop("LOWBIT_KERNELS", None)
         else:
             os.environ["LOWBIT_KERNELS"] = old
+
+
+def prebuild() -> str:
+    """Build the kernels now (or find them built) and say which: the installer runs this
+    beside pip, so the first quantized stage does not wait ~30 s for the compiler."""
+    cpu_extension()
+    return _LOADER.reason

@@ -118,8 +118,9 @@ def read_output(cfg: StageConfig, run: RunId, arch: dict[str, Any]) -> Init:
     stage, out = run.stage, cfg.out_dir(run)
     path = out / "model.pt"
     if not path.is_file():
+        command = run.command(cfg.params_file, cfg.common_sets)
         raise ConfigError(
-            f"input stage {stage!r} has not run: {path} not found (run `{run.command()}` first)"
+            f"input stage {stage!r} has not run: {path} not found (run `{command}` first)"
         )
     state = checkpoint.load(path)
     saved = state.get("arch", {})
