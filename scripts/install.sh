@@ -42,7 +42,7 @@ fi
 "$py" -m pip install -q --upgrade pip wheel setuptools
 # pip runs on one core and spends a third of its time compiling bytecode. So it installs
 # without compiling, while a second core compiles what the previous step installed and
-# then builds lowbit's C++ kernels (a 2-core machine: about 100 s less in all).
+# then builds lowbit's C++ kernels.
 site=$("$py" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 # torch/torchvision first, as a pair: pip takes them from the machine's wheel cache where present.
 "$py" -m pip install -q --no-compile torch==2.14.1 torchvision==0.29.1 "ninja>=1.11"

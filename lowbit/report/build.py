@@ -17,8 +17,16 @@ from lowbit.report import index, plots
 from lowbit.report.claims import verdict_lines
 from lowbit.report.collect import Collection, collect, read_history
 from lowbit.report.cost import equal_cost_table, results_table
+from lowbit.report.recipes import check_pooled
 from lowbit.report.reference import load_reference
-from lowbit.report.tables import aggregate, paper_table, slugify, summary_metrics, vs_direct
+from lowbit.report.tables import (
+    GROUP_KEYS,
+    aggregate,
+    paper_table,
+    slugify,
+    summary_metrics,
+    vs_direct,
+)
 
 
 def _write(path: Path, text: str) -> Path:
@@ -156,6 +164,7 @@ def build(
     if dataset:
         col.nets["dataset"] = dataset
         col.runs["dataset"] = dataset
+    check_pooled(col.runs, [k for k in GROUP_KEYS if k in col.runs])  # before anything is written
     ref = load_reference(reference_dir)
     agg = {kind: aggregate(col.nets, kind) for kind in ("best", "final")}
     sections = _sections(col, agg, ref, out_dir)

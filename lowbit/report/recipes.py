@@ -1,0 +1,80 @@
+"""Seeds pooled in one table cell must have trained with one recipe.
+
+The run identity (lowbit.identity) keeps apart runs whose *networks* differ (quantizer,
+block outputs, FP start, model, tag). A cell's seeds can still differ in their recipe:
+an archived seed of an older params.yaml (8 epochs, step schedule) beside a new one
+(6 epochs, cosine). Averaging those would report a mean of two experiments, so the
+report refuses and names the setting that differs.
+
+Compared: every setting of the runs' resolved configs (run.json `config`) except the
+seed and the settings that say where and how a run executed, not what it trained.
+A setting recorded by only one of two runs (written by an older lowbit) is not compared.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+
+from lowbit.errors import LowbitError
+
+# where and how a run executed: these differ between seeds, machines and executors
+EXECUTION = {
+    "common.seed", "common.runs_dir", "common.live_dir", "common.data_dir",
+    "common.data_root", "common.reports_dir", "common.executor", "common.device",
+    "common.workers", "common.loader", "common.keep_resume", "common.compile",
+    "common.channels_last",
+}  # fmt: skip
+EXECUTION_SECTIONS = ("base_dir", "stage", "slurm")
+
+
+def flat_recipe(config: Any) -> dict[str, Any]:
+    """A resolved config as {dotted key: value}, without the execution settings.
+
+    >>> flat_recipe({"common": {"seed": 3, "model": "resnet20"}, "direct": {"optim": {"lr": 0.1}}})
+    {'common.model': 'resnet20', 'direct.optim.lr': 0.1}
+    """
+    out: dict[str, Any] = {}
+    stack = [("", config if isinstance(config, dict) else {})]
+    while stack:
+        prefix, d = stack.pop()
+        for key, value in d.items():
+            name = f"{prefix}{key}"
+            # a seed, wherever a config keeps it, is what the cell pools over
+            if name in EXECUTION or key == "seed" or (not prefix and key in EXECUTION_SECTIONS):
+                continue
+            if isinstance(value, dict):
+                stack.append((f"{name}.", value))
+            else:
+                out[name] = value
+    return dict(sorted(out.items()))
+
+
+def differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
+    """The settings both recipes record with different values."""
+    return sorted(k for k in a.keys() & b.keys() if a[k] != b[k])
+
+
+def check_pooled(runs: pd.DataFrame, cell: list[str]) -> None:
+    """Raise LowbitError if the runs grouped by `cell` (one table cell each) were trained
+    with different recipes; runs (one row per run, its main network's) needs `config`,
+    `run_dir` and `seed`."""
+    if "config" not in runs or runs.empty:
+        return
+    for key, group in runs.groupby(cell, sort=False, dropna=False):
+        rows = list(group.itertuples(index=False))
+        first = flat_recipe(rows[0].config)
+        for row in rows[1:]:
+            diff = differences(first, flat_recipe(row.config))
+            if diff:
+                k = diff[0]
+                name = " ".join(str(v) for v in key) if isinstance(key, tuple) else str(key)
+                raise LowbitError(
+                    f"report: one cell ({name}) would average seeds of different recipes: "
+                    f"{k} = {first[k]!r} in {rows[0].run_dir} (seed {rows[0].seed}) but "
+                    f"{flat_recipe(row.config)[k]!r} in {row.run_dir} (seed {row.seed})"
+                    f"{f' (and {len(diff) - 1} more)' if len(diff) > 1 else ''}; "
+                    "archive the older seeds again with the current params.yaml, or give "
+                    "one recipe its own tag"
+                )
