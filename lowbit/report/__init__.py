@@ -27,8 +27,8 @@ def build_report(
 ) -> dict[str, float]:
     """Collect every run under runs_dir (or several folders: the live runs, then committed
     results of earlier seeds, each result once, the first folder's copy); write tables,
-    plots, results.csv and README.md under out_dir; return the flat summary also written
-    to out_dir/metrics.json.
+    plots, results.csv and README.md under out_dir; return the summary written to
+    out_dir/metrics.json (tables.summary_metrics), with `runs`, the number of runs read.
 
     Raises LowbitError for a missing runs_dir, no runs, or a malformed metrics.json (the
     message names the file). reference_dir=None shows no published numbers. dataset, when

@@ -170,7 +170,7 @@ def build(
     sections = _sections(col, agg, ref, out_dir)
     curves = _curves(col.runs, out_dir)
     files = _data_files(col, agg["best"], out_dir)
-    summary: dict = {**summary_metrics(agg["best"]), "runs": len(col.runs)}
+    summary = summary_metrics(agg["best"])
     files["flat summary for `dvc metrics show`"] = out_dir / "metrics.json"
     parts = index.Parts(title, runs_dir, col.runs, sections, curves, ref, files, notes)
     readme = index.render(parts, out_dir)
@@ -189,4 +189,4 @@ def build(
 
     atomic_write_json(out_dir / "metrics.json", summary)
     _write(out_dir / "README.md", readme)
-    return summary
+    return {**summary, "runs": len(col.runs)}

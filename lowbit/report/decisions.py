@@ -35,8 +35,9 @@ DECISIONS_REPORT = (
     "both networks of KD; extra_epochs is the part beyond the final network's own epochs.",
     f"Published peers are shown beside our rows only where model and dataset match, marked "
     f"'{PUBLISHED}'.",
-    "metrics.json keys: `<model>/<dataset>/<bits>/<method>/top1|top5` (best-epoch, mean over "
-    "seeds; bits `w2a2`, `fp` for 32/32) and `runs`.",
+    "metrics.json: best-epoch top-1, mean over seeds, of each final network: `fp` (and "
+    "`fp [clip start]`), `w2a2` → {method: top-1}; another model or dataset than the "
+    "first is keyed `<model>/<dataset>/<bits>`; mixed bit-widths (W2A32) only in the tables.",
 )
 
 

@@ -9,6 +9,7 @@ accuracy (paper.md §5); the final-epoch table is written beside it for comparis
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import pandas as pd
 
@@ -225,24 +226,26 @@ def vs_direct(agg: pd.DataFrame, model: str, dataset: str, decimals: int = 1) ->
     return sorted(lines)
 
 
-def summary_metrics(agg: pd.DataFrame) -> dict[str, dict[str, float]]:
-    """Best-epoch top-1 (mean over seeds) per bit-width and method of the main networks,
-    for `dvc metrics show` / `dvc exp show`: {"w2a2": {"direct": 78.6, …}, "fp": {"fp": …}}.
-    DVC names the columns "w2a2.direct": short enough to keep a few in a terminal
-    (`dvc exp show --keep 'w2a2.*'`). One model and dataset per pipeline: a second one
-    is keyed "<model>/<dataset>/<bits>"."""
-    out: dict[str, dict[str, float]] = {}
-    main = agg[agg["role"] == "main"]
+def summary_metrics(agg: pd.DataFrame) -> dict[str, Any]:
+    """Best-epoch top-1 (mean over seeds) of the final main networks, for `dvc metrics
+    show` / `dvc exp show`: {"fp": 98.2, "w2a2": {"direct": 78.6, …}, …}. DVC names the
+    columns "fp" and "w2a2.direct": short enough for a terminal (`dvc exp show --keep
+    'w2a2.*'`). Mixed bit-widths (W2A32 after TS stage 1) are steps on the way, left to
+    the tables. One model and dataset per pipeline: a second one is keyed
+    "<model>/<dataset>/<bits>"."""
+    out: dict[str, Any] = {}
+    main = agg[(agg["role"] == "main") & (agg["w_bits"] == agg["a_bits"]) & agg["top1"].notna()]
     pairs = main[["model", "dataset"]].drop_duplicates().itertuples(index=False)
     first = next(pairs, None)
     for _, r in main.iterrows():
-        if pd.isna(r["top1"]):
-            continue
-        bits = r["bits"].lower()
-        key = (
-            bits
-            if (r["model"], r["dataset"]) == tuple(first)
-            else f"{r['model']}/{r['dataset']}/{bits}"
+        prefix = (
+            "" if (r["model"], r["dataset"]) == tuple(first) else f"{r['model']}/{r['dataset']}/"
         )
-        out.setdefault(key, {})[r["method"]] = round(float(r["top1"]), 2)
-    return {k: dict(sorted(v.items())) for k, v in sorted(out.items())}
+        top1 = round(float(r["top1"]), 2)
+        if r["bits"].lower() == "fp":  # one FP network per start: "fp", "fp [clip start]"
+            out[f"{prefix}{r['method']}"] = top1
+        else:
+            out.setdefault(f"{prefix}{r['bits'].lower()}", {})[r["method"]] = top1
+    return {
+        k: dict(sorted(v.items())) if isinstance(v, dict) else v for k, v in sorted(out.items())
+    }

@@ -38,7 +38,7 @@ def test_dvc_repro_default_pipeline_end_to_end(tmp_path):
         for f in ("model.pt", "metrics.json", "history.csv", "run.json"):
             assert (d / f).is_file(), d / f
         live = json.loads((repo / "dvclive" / "metrics" / f"{run}.json").read_text())
-        assert set(live) == {"top1", "best_top1", "budget_epochs", "step"}, run
+        assert set(live) == {"top1", "best_top1", "step"}, run
         assert (repo / "dvclive" / run / "plots/metrics/val/top1.tsv").is_file()
         assert not (repo / "dvclive" / run / "metrics.json").exists()  # plots only there
     run = json.loads((repo / "runs/direct/w2a2/run.json").read_text())
@@ -66,7 +66,7 @@ def test_dvc_repro_default_pipeline_end_to_end(tmp_path):
     assert max(len(line) for line in shown) <= 220  # a terminal's width
     assert "reports/digits-resnet20/metrics.json" in rows
     header = shown[0].split()
-    assert {"best_top1", "top1", "budget_epochs", "w2a2.direct"} <= set(header)
+    assert {"best_top1", "top1", "fp", "w2a2.direct"} <= set(header)
 
     plots = _ok(["dvc", "plots", "show", "--json"], repo)
     for name in ("dvclive/direct/w2a2/plots/metrics", "plots.csv"):
