@@ -8,10 +8,12 @@ import csv
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -94,10 +96,36 @@ def history(run_dir: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-def epoch_seconds(run_dir: Path) -> float:
-    """Median wall time of one epoch of a finished run (history.csv's epoch_s)."""
-    times = sorted(float(r["epoch_s"]) for r in history(run_dir))
-    return times[len(times) // 2]
+# a stage's epoch line ends with the epoch's wall time: "... | lr 0.02 | 1.5 s"
+EPOCH_SECONDS = re.compile(r"epoch \d+: .*\| ([0-9.]+) s$")
+
+
+class Output:
+    """A running stage's output lines as they come (a thread drains its pipe)."""
+
+    def __init__(self, p: subprocess.Popen) -> None:
+        self.lines: list[str] = []
+        self._thread = threading.Thread(target=self._drain, args=(p.stdout,), daemon=True)
+        self._thread.start()
+
+    def _drain(self, pipe) -> None:
+        for line in pipe:
+            self.lines.append(line.rstrip("\n"))
+
+    def last_epoch_seconds(self, timeout: float = 30.0) -> float:
+        """The wall time of the latest epoch this process logged: its own speed now, not
+        a reference run's, which a VM's changing load can make 2x slower or faster."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            found = [m for line in list(self.lines) if (m := EPOCH_SECONDS.search(line))]
+            if found:
+                return float(found[-1].group(1))
+            time.sleep(0.01)
+        raise AssertionError(f"no epoch line within {timeout} s: {self.lines[-5:]}")
+
+    def text(self) -> str:
+        self._thread.join(timeout=60)
+        return "\n".join(self.lines)
 
 
 def live_files(repo: Path, stage: str, slug: str) -> dict[str, bytes]:
@@ -155,19 +183,22 @@ def test_killed_stage_resumes_to_the_uninterrupted_result(base, tmp_path, stage,
     repo = clone(base, tmp_path / "killed", keep)
     resume_file = repo / "runs" / ".resume" / marker
     p = lowbit(repo, "stage", stage, *args)
+    out = Output(p)
     deadline = time.time() + 300
     while not resume_file.exists():
         assert p.poll() is None, "stage finished before it could be interrupted"
         assert time.time() < deadline
         time.sleep(0.01)
     # The marker is written at the end of epoch 1 and at least one more epoch follows:
-    # kill 10-60 % into the next epoch, scaled by the reference run's measured epoch
-    # time, so a fast machine cannot finish the stage before the signal lands.
-    time.sleep(random.Random(stage + str(sig)).uniform(0.1, 0.6) * epoch_seconds(ref_dir))
+    # kill 10-60 % into the next epoch, scaled by the epoch this process just logged, so
+    # neither a fast machine nor a load that changed since the reference run lets the
+    # stage finish before the signal lands.
+    fraction = random.Random(stage + str(sig)).uniform(0.1, 0.6)
+    time.sleep(fraction * out.last_epoch_seconds())
     assert p.poll() is None, "stage finished before it could be interrupted"
     p.send_signal(sig)
-    p.communicate(timeout=60)  # reaps it and closes its output pipe
-    assert p.returncode == -sig
+    p.wait(timeout=60)
+    assert p.returncode == -sig, out.text()
     out_dir = repo / "runs" / stage / slug
     assert not (out_dir / "metrics.json").exists()  # nothing that looks complete
 
