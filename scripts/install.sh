@@ -52,8 +52,10 @@ site=$("$py" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
   echo "lowbit install: kernels $(PYTHONPATH=. "$py" -c \
     'from lowbit.quant._kernels import prebuild; print(prebuild())')" ) &
 background=$!
+trap 'kill "$background" 2>/dev/null || true' EXIT  # pip failed: stop the helper too
 "$py" -m pip install -q --no-compile -e ".${extras:+[$extras]}"
 wait "$background"
+trap - EXIT
 "$py" -m compileall -q -j 0 -x '/site-packages/(torch|torchvision)/' "$site" >/dev/null || true
 if [ -d .git ] && [ ! -d .dvc ]; then "$VENV/bin/dvc" init -q; fi
 echo "lowbit install: ok ($("$py" -c 'import torch; print("torch", torch.__version__)'), extras: $extras)"

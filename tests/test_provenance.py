@@ -4,6 +4,7 @@ size; `lowbit show-report` renders on a terminal and stays raw when piped."""
 
 from __future__ import annotations
 
+import json
 import os
 import pty
 import subprocess
@@ -68,6 +69,11 @@ def test_a_checkpoint_carries_its_config_and_provenance(tmp_path):
     state = checkpoint.load(tmp_path / "runs" / "pretrain" / "fp" / "model.pt")  # weights_only
     assert state["config"]["pretrain"]["epochs"] == 1 and state["config"]["common"]["seed"] == 0
     assert set(state["provenance"]) >= {"git_commit", "versions", "device", "started"}
+    # what it trained on, without what changes from seed to seed (lowbit.report.recipes)
+    run = json.loads((tmp_path / "runs" / "pretrain" / "fp" / "run.json").read_text())
+    assert run["data"]["source"] == "digits" and run["data"]["image_size"] == 8
+    assert run["data"]["counts"]["train"] + run["data"]["counts"]["val"] == 1797
+    assert not {"seed", "files", "mean"} & set(run["data"])
 
 
 def test_the_resume_fingerprint_includes_the_world_size(monkeypatch, tmp_path):

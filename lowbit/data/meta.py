@@ -59,6 +59,14 @@ class DatasetMeta:
     def write(self, data_dir: Path) -> None:
         atomic_write_json(Path(data_dir) / META_NAME, asdict(self))
 
+    def recipe(self) -> dict[str, Any]:
+        """What a run trained on, for its run.json: the same for every seed of one
+        params.yaml (no seed, no file digests, no pixel statistics of the seed's subset),
+        different for another subset size, image size or encoding."""
+        keys = ("source", "num_classes", "counts", "image_size", "encoding", "jpeg_quality",
+                "val_fraction", "train_per_class", "extra")  # fmt: skip
+        return {k: getattr(self, k) for k in keys}
+
     @classmethod
     def load(cls, data_dir: Path) -> DatasetMeta:
         path = Path(data_dir) / META_NAME

@@ -128,6 +128,9 @@ class ExtensionLoader:
     def _compile(self, name: str, build_dir: Path) -> ModuleType:
         build_dir.mkdir(parents=True, exist_ok=True)
         env = {"CXX": self.cxx} if self.cxx else {}
+        # cpp_extension runs `ninja` from PATH; the pip package's binary lies beside this
+        # interpreter, which is not on PATH when the venv is not activated (the installer)
+        env["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
         with _quiet("torch.utils.cpp_extension"), _env(env):
             from torch.utils import cpp_extension
 
@@ -239,4 +242,4 @@ def prebuild() -> str:
     """Build the kernels now (or find them built) and say which: the installer runs this
     beside pip, so the first quantized stage does not wait ~30 s for the compiler."""
     cpu_extension()
-    return _LOADER.reason
+    return backend_reason()

@@ -10,6 +10,7 @@ lowbit.report.build and its helpers, imported when build_report is called.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 __all__ = ["build_report"]
 
@@ -24,7 +25,7 @@ def build_report(
     title: str = "lowbit report",
     dataset: str | None = None,
     notes: Path | None = None,
-) -> dict[str, float]:
+) -> dict[str, Any]:
     """Collect every run under runs_dir (or several folders: the live runs, then committed
     results of earlier seeds, each result once, the first folder's copy); write tables,
     plots, results.csv and README.md under out_dir; return the summary written to

@@ -8,6 +8,7 @@ did not write are removed afterwards, so a figure of a run that no longer exists
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -133,7 +134,7 @@ def _data_files(col: Collection, agg_best: pd.DataFrame, out_dir: Path) -> dict[
         "top5",
         "n",
     ]
-    runs = col.runs.drop(columns=["config", "run_path"])
+    runs = col.runs.drop(columns=["config", "data", "run_path"])
     return {
         "one row per (run, metric), long format": _write(
             out_dir / "results.csv", col.long().to_csv(index=False)
@@ -154,7 +155,7 @@ def build(
     title: str,
     dataset: str | None = None,
     notes: Path | None = None,
-) -> dict[str, float]:
+) -> dict[str, Any]:
     """See lowbit.report.build_report."""
     if notes is not None and not Path(notes).is_file():  # before anything is written
         raise LowbitError(

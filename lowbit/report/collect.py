@@ -199,6 +199,7 @@ def read_provenance(run_dir: Path) -> dict[str, Any]:
         "started": str(prov.get("started") or ""),
         "versions": str(versions),
         "config": config,
+        "data": raw.get("data") if isinstance(raw.get("data"), dict) else {},
         "has_run_json": path.is_file(),
     }
 
@@ -238,7 +239,7 @@ def collect(
                 rid = run if m["role"] == "main" else f"{run}#{m['net']}"
                 net_rows.append({"run": rid, "run_dir": shown, **m, **prov})
         seen |= mine
-    nets = pd.DataFrame(net_rows).drop(columns=["config", "run_id"])
+    nets = pd.DataFrame(net_rows).drop(columns=["config", "data", "run_id"])
     nets["bits"] = [bits_label(w, a) for w, a in zip(nets["w_bits"], nets["a_bits"], strict=True)]
     for c in (*METRICS, "wall_s", "images_per_s"):
         nets[c] = pd.to_numeric(nets[c], errors="coerce").astype(float)  # None → NaN

@@ -7,8 +7,10 @@ an archived seed of an older params.yaml (8 epochs, step schedule) beside a new 
 report refuses and names the setting that differs.
 
 Compared: every setting of the runs' resolved configs (run.json `config`) except the
-seed and the settings that say where and how a run executed, not what it trained.
-A setting recorded by only one of two runs (written by an older lowbit) is not compared.
+seed and the settings that say where and how a run executed, not what it trained, and
+the recipe of the prepared data (run.json `data`: subset size, image size, encoding).
+A setting that a run does not record (written by an older lowbit) is compared among the
+runs that do.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ EXECUTION = {
     "common.seed", "common.runs_dir", "common.live_dir", "common.data_dir",
     "common.data_root", "common.reports_dir", "common.executor", "common.device",
     "common.workers", "common.loader", "common.keep_resume", "common.compile",
-    "common.channels_last",
+    "common.channels_last", "common.progress",
 }  # fmt: skip
 EXECUTION_SECTIONS = ("base_dir", "stage", "slurm")
 
@@ -63,18 +65,25 @@ def check_pooled(runs: pd.DataFrame, cell: list[str]) -> None:
     if "config" not in runs or runs.empty:
         return
     for key, group in runs.groupby(cell, sort=False, dropna=False):
-        rows = list(group.itertuples(index=False))
-        first = flat_recipe(rows[0].config)
-        for row in rows[1:]:
-            diff = differences(first, flat_recipe(row.config))
+        # each setting's first recorded value and the run that recorded it: a setting an
+        # older run lacks is still compared among the runs that have it
+        seen: dict[str, tuple[Any, Any]] = {}
+        for row in group.itertuples(index=False):
+            recipe = flat_recipe({**row.config, "data": getattr(row, "data", None) or {}})
+            diff = differences({k: v for k, (v, _) in seen.items()}, recipe)
             if diff:
-                k = diff[0]
                 name = " ".join(str(v) for v in key) if isinstance(key, tuple) else str(key)
-                raise LowbitError(
-                    f"report: one cell ({name}) would average seeds of different recipes: "
-                    f"{k} = {first[k]!r} in {rows[0].run_dir} (seed {rows[0].seed}) but "
-                    f"{flat_recipe(row.config)[k]!r} in {row.run_dir} (seed {row.seed})"
-                    f"{f' (and {len(diff) - 1} more)' if len(diff) > 1 else ''}; "
-                    "archive the older seeds again with the current params.yaml, or give "
-                    "one recipe its own tag"
-                )
+                raise LowbitError(_refusal(name, diff, seen, recipe, row))
+            seen |= {k: (v, row) for k, v in recipe.items() if k not in seen}
+
+
+def _refusal(cell: str, diff: list[str], seen: dict, recipe: dict, row: Any) -> str:
+    k = diff[0]
+    value, first = seen[k]
+    more = f" (and {len(diff) - 1} more)" if len(diff) > 1 else ""
+    return (
+        f"report: one cell ({cell}) would average seeds of different recipes: {k} = "
+        f"{value!r} in {first.run_dir} (seed {first.seed}) but {recipe[k]!r} in "
+        f"{row.run_dir} (seed {row.seed}){more}; archive the older seeds again with the "
+        "current params.yaml, or give one recipe its own tag"
+    )

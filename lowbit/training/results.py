@@ -13,6 +13,7 @@ from torch import nn
 
 from lowbit import checkpoint, engine
 from lowbit.config import Quantized, StageConfig
+from lowbit.data.meta import DatasetMeta
 from lowbit.metrics import RunMetrics
 from lowbit.provenance import provenance
 from lowbit.quant.convert import quant_state
@@ -98,6 +99,8 @@ def write_outputs(
     # still loads with weights_only=True), so a model.pt alone says what made it
     run = json.loads(json.dumps({
         "config": cfg.to_dict(),
+        # the prepared data's recipe: the report never pools seeds of different data
+        "data": DatasetMeta.load(cfg.data_dir).recipe(),
         "provenance": provenance(cfg.base_dir, device, cfg.common.seed),
         "init": plan.init.source,  # where the network started: a stage's output, weights
     }, default=str))  # fmt: skip

@@ -13,6 +13,8 @@ torch version, cached in ~/.cache/lowbit); pytest's timeout covers it.
 from __future__ import annotations
 
 import logging
+import os
+import sys
 import threading
 import warnings
 
@@ -413,3 +415,22 @@ def test_scratch_release_keeps_results(ext):
     second = q(x.clone().requires_grad_(True))
     assert_same_values(first, second)
     assert_same_values(first, reference_conv(conv, x))
+
+
+def test_the_build_finds_the_venvs_ninja_without_an_activated_venv(tmp_path, monkeypatch):
+    # the installer prebuilds with the venv's python while PATH lacks the venv's bin/,
+    # where pip's ninja lives; cpp_extension runs `ninja` from PATH
+    from torch.utils import cpp_extension
+
+    seen = {}
+
+    def fake_load(**kwargs):
+        seen["path"] = os.environ["PATH"].split(os.pathsep)
+        raise RuntimeError("stop before compiling")
+
+    monkeypatch.setenv("PATH", "/nonexistent")
+    monkeypatch.setattr(cpp_extension, "load", fake_load)
+    with pytest.raises(RuntimeError, match="stop before compiling"):
+        _kernels.ExtensionLoader(root=tmp_path)._compile("x", tmp_path / "x")
+    assert seen["path"][0] == os.path.dirname(sys.executable)
+    assert os.environ["PATH"] == "/nonexistent"  # restored afterwards

@@ -197,7 +197,12 @@ def test_killed_stage_resumes_to_the_uninterrupted_result(base, tmp_path, stage,
     time.sleep(fraction * out.last_epoch_seconds())
     assert p.poll() is None, "stage finished before it could be interrupted"
     p.send_signal(sig)
-    p.wait(timeout=60)
+    try:
+        p.wait(timeout=60)
+    finally:
+        if p.poll() is None:  # leave no stage running behind the test
+            p.kill()
+            p.wait()
     assert p.returncode == -sig, out.text()
     out_dir = repo / "runs" / stage / slug
     assert not (out_dir / "metrics.json").exists()  # nothing that looks complete

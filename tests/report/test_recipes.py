@@ -29,10 +29,13 @@ def _config(run_dir: Path, **direct: object) -> None:
     path.write_text(json.dumps(raw))
 
 
-def _two_seeds(root: Path, second: dict) -> None:
+def _two_seeds(root: Path, second: dict, data: tuple[dict, dict] = ({}, {})) -> None:
     for seed, direct in ((0, {}), (1, second)):
         d = write_run(root, f"seed{seed}/direct/w2a2", stage="direct", method="direct", seed=seed)
         _config(d, **direct)
+        raw = json.loads((d / "run.json").read_text())
+        raw["data"] = data[seed]
+        (d / "run.json").write_text(json.dumps(raw))
 
 
 def test_seeds_that_differ_only_in_where_and_how_they_ran_are_pooled(tmp_path):
@@ -64,3 +67,30 @@ def test_a_setting_only_one_run_records_is_not_a_difference():
     )
     assert differences(old, new) == []
     assert differences(old, {**new, "direct.epochs": 8}) == ["direct.epochs"]
+
+
+def test_seeds_trained_on_different_data_are_refused(tmp_path):
+    # the 10k-image subset beside the full training set: same params otherwise
+    data = ({"source": "cifar10", "counts": {"train": 10000}, "train_per_class": 1000},
+            {"source": "cifar10", "counts": {"train": 45000}, "train_per_class": None})  # fmt: skip
+    _two_seeds(tmp_path / "runs", {}, data)
+    with pytest.raises(LowbitError, match=r"data.counts.train = 10000 .* but 45000"):
+        build_report(tmp_path / "runs", tmp_path / "report", reference_dir=None)
+
+
+def test_a_setting_an_older_run_lacks_is_compared_among_the_others(tmp_path):
+    runs = tmp_path / "runs"
+    for seed, direct in ((0, None), (1, {"epochs": 6}), (2, {"epochs": 8})):
+        d = write_run(runs, f"seed{seed}/direct/w2a2", stage="direct", method="direct", seed=seed)
+        _config(d, **(direct or {}))
+        if direct is None:  # written before `epochs` was recorded
+            raw = json.loads((d / "run.json").read_text())
+            del raw["config"]["direct"]["epochs"]
+            (d / "run.json").write_text(json.dumps(raw))
+    with pytest.raises(LowbitError, match=r"direct.epochs = 6 in .* \(seed 1\) but 8"):
+        build_report(runs, tmp_path / "report", reference_dir=None)
+
+
+def test_progress_bars_are_not_a_recipe():
+    a = flat_recipe({"common": {"progress": None, "model": "resnet20"}})
+    assert differences(a, flat_recipe({"common": {"progress": False, "model": "resnet20"}})) == []
