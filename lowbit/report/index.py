@@ -19,6 +19,7 @@ from lowbit.report import accounting
 from lowbit.report.claims import INTRO as CLAIMS_INTRO
 from lowbit.report.decisions import decisions
 from lowbit.report.plots import Plot
+from lowbit.report.recipes import flat_config
 from lowbit.report.reference import COLUMNS as REFERENCE_COLUMNS
 from lowbit.report.reference import PUBLISHED
 from lowbit.report.tables import MISSING, Table, to_markdown
@@ -205,14 +206,8 @@ def runs_table(runs: pd.DataFrame, out_dir: Path) -> str:
     return to_markdown(pd.DataFrame(rows))
 
 
-def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, str]:
-    out: dict[str, str] = {}
-    for k, v in d.items():
-        if isinstance(v, dict) and v:
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = json.dumps(v, default=str)
-    return out
+def _flatten(d: dict[str, Any]) -> dict[str, str]:
+    return {k: json.dumps(v, default=str) for k, v in flat_config(d).items()}
 
 
 def configs(runs: pd.DataFrame) -> str:

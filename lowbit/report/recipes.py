@@ -31,26 +31,35 @@ EXECUTION = {
 EXECUTION_SECTIONS = ("base_dir", "stage", "slurm")
 
 
+def flat_config(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested config as {dotted key: leaf value}; an empty dict is a leaf.
+
+    >>> flat_config({"common": {"seed": 3}, "kd": {}})
+    {'common.seed': 3, 'kd': {}}
+    """
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and v:
+            out.update(flat_config(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _execution(key: str) -> bool:
+    # a seed, wherever a config keeps it, is what the cell pools over
+    parts = key.split(".")
+    return key in EXECUTION or parts[-1] == "seed" or parts[0] in EXECUTION_SECTIONS
+
+
 def flat_recipe(config: Any) -> dict[str, Any]:
     """A resolved config as {dotted key: value}, without the execution settings.
 
     >>> flat_recipe({"common": {"seed": 3, "model": "resnet20"}, "direct": {"optim": {"lr": 0.1}}})
     {'common.model': 'resnet20', 'direct.optim.lr': 0.1}
     """
-    out: dict[str, Any] = {}
-    stack = [("", config if isinstance(config, dict) else {})]
-    while stack:
-        prefix, d = stack.pop()
-        for key, value in d.items():
-            name = f"{prefix}{key}"
-            # a seed, wherever a config keeps it, is what the cell pools over
-            if name in EXECUTION or key == "seed" or (not prefix and key in EXECUTION_SECTIONS):
-                continue
-            if isinstance(value, dict):
-                stack.append((f"{name}.", value))
-            else:
-                out[name] = value
-    return dict(sorted(out.items()))
+    flat = flat_config(config if isinstance(config, dict) else {})
+    return {k: v for k, v in sorted(flat.items()) if not _execution(k)}
 
 
 def differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
@@ -61,7 +70,7 @@ def differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
 def check_pooled(runs: pd.DataFrame, cell: list[str]) -> None:
     """Raise LowbitError if the runs grouped by `cell` (one table cell each) were trained
     with different recipes; runs (one row per run, its main network's) needs `config`,
-    `run_dir` and `seed`."""
+    `data` (lowbit.report.collect), `run_dir` and `seed`."""
     if "config" not in runs or runs.empty:
         return
     for key, group in runs.groupby(cell, sort=False, dropna=False):
@@ -69,7 +78,7 @@ def check_pooled(runs: pd.DataFrame, cell: list[str]) -> None:
         # older run lacks is still compared among the runs that have it
         seen: dict[str, tuple[Any, Any]] = {}
         for row in group.itertuples(index=False):
-            recipe = flat_recipe({**row.config, "data": getattr(row, "data", None) or {}})
+            recipe = flat_recipe({**row.config, "data": row.data})
             diff = differences({k: v for k, (v, _) in seen.items()}, recipe)
             if diff:
                 name = " ".join(str(v) for v in key) if isinstance(key, tuple) else str(key)
