@@ -18,6 +18,10 @@ from lowbit.errors import ConfigError
 PROFILES = Path("slurm") / "profiles"
 
 
+# seconds from a job's start before it may be told to checkpoint (see _signal_after_start)
+START_S = 90  # Slurm's 60 s of early signalling + 30 s to start
+
+
 class Profile(BaseModel):
     """A cluster's resources for one stage job; every key is optional."""
 
@@ -49,11 +53,17 @@ class Profile(BaseModel):
         return self
 
     @model_validator(mode="after")
-    def _signal_before_end(self) -> Profile:
-        if self.signal_delay_s >= self.time_min * 60:
+    def _signal_after_start(self) -> Profile:
+        # Slurm may send USR2 up to 60 s before signal_delay_s asks (sbatch --signal), and
+        # a job dies of USR2 (FAILED, not requeued) until submitit has unpickled the stage
+        # (imports torch: 10-30 s on a busy node) and installed its handler
+        room = self.time_min * 60 - self.signal_delay_s
+        if room < START_S:
             raise ValueError(
-                f"signal_delay_s ({self.signal_delay_s}) must be shorter than time_min "
-                f"({self.time_min} min), or the job is told to checkpoint as it starts"
+                f"signal_delay_s ({self.signal_delay_s}) leaves {room} s of time_min "
+                f"({self.time_min} min) before the checkpoint signal; Slurm may send it 60 s "
+                f"early and a job needs 30 s to catch it, {START_S} s in all: raise time_min "
+                "or lower signal_delay_s"
             )
         return self
 
