@@ -22,6 +22,7 @@ ONE_WORKER = frozenset({
     "tests/export/test_command.py",
     "tests/scripts/test_device_check.py",
     "tests/bench/test_overhead.py",
+    "tests/pipeline/test_dvc_repro.py",
 })  # fmt: skip
 
 

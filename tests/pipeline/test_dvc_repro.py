@@ -5,6 +5,8 @@ seed, a seed sweep through DVC's queue aggregated by the report, and clean prove
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -25,11 +27,25 @@ def _ok(args: list[str], cwd: Path) -> str:
     return out.stdout
 
 
-@pytest.mark.slow
-def test_dvc_repro_default_pipeline_end_to_end(tmp_path):
-    repo = shrunk.shrunken_pipeline(tmp_path / "repo", bits=[2])
+@pytest.fixture(scope="module")
+def baseline(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    """The shrunk pipeline after its first `dvc repro`, committed: built once (the whole
+    graph takes minutes), and each test works in a copy of it (`_copy`)."""
+    repo = shrunk.shrunken_pipeline(tmp_path_factory.mktemp("baseline") / "repo", bits=[2])
     first = shrunk.run(["dvc", "repro"], repo)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    shrunk.commit(repo, "baseline")
+    return repo, first
+
+
+def _copy(baseline: tuple[Path, subprocess.CompletedProcess], dest: Path) -> Path:
+    """The baseline repository (git, DVC cache, outputs) copied, timestamps kept."""
+    return Path(shutil.copytree(baseline[0], dest / "repo", symlinks=True))
+
+
+@pytest.mark.slow
+def test_dvc_repro_default_pipeline_end_to_end(baseline, tmp_path):
+    repo, first = _copy(baseline, tmp_path), baseline[1]
     # a one-line summary per epoch, even without a terminal (a SLURM log shows progress)
     assert "lowbit: direct w2a2 round 1/1 epoch 2: train loss" in first.stderr
 
@@ -112,12 +128,12 @@ def _exp_rows(shown: list) -> dict[str, dict]:
 
 
 @pytest.mark.slow
-def test_queued_seeds_and_quantizers_are_aggregated_into_their_own_cells(tmp_path):
+def test_queued_seeds_and_quantizers_are_aggregated_into_their_own_cells(baseline, tmp_path):
     """Two queued experiments beside the committed baseline (direct W2A2, seed 0, DoReFa):
     `-S common.seed=1` and `-S common.quantizer=lsq`, run by `dvc queue start -j 1`, then
     `lowbit archive --experiments` and the report. The DoReFa cell has n = 2 seeds; the
     LSQ run is a cell of its own (n = 1), never averaged with DoReFa's."""
-    repo = _queued(tmp_path, ["common.seed=1", "common.quantizer=lsq"])
+    repo = _queued(_copy(baseline, tmp_path), ["common.seed=1", "common.quantizer=lsq"])
     _ok(["lowbit", "archive", "--to", "results"], repo)  # the workspace's seed 0
     assert sorted(p.name for p in (repo / "results").glob("seed*")) == ["seed0", "seed1"]
     archived = sorted(p.name for p in (repo / "results" / "seed0" / "direct").iterdir())
@@ -133,13 +149,10 @@ def test_queued_seeds_and_quantizers_are_aggregated_into_their_own_cells(tmp_pat
     assert "±" not in lsq[0], lsq  # one seed: nothing pooled
 
 
-def _queued(tmp_path: Path, sweeps: list[str]) -> Path:
-    """The shrunk pipeline, reproduced and committed, then one queued experiment per `-S`
-    value that runs direct alone (`-s`: the sweep's subject; its FP start is the baseline's),
-    run by `dvc queue start -j 1`, archived with `--experiments`."""
-    repo = shrunk.shrunken_pipeline(tmp_path / "repo", bits=[2], epochs=1)
-    _ok(["dvc", "repro"], repo)
-    shrunk.commit(repo, "baseline")
+def _queued(repo: Path, sweeps: list[str]) -> Path:
+    """In the reproduced, committed pipeline `repo`, one queued experiment per `-S` value
+    that runs direct alone (`-s`: the sweep's subject; its FP start is the baseline's), run
+    by `dvc queue start -j 1`, archived with `--experiments`."""
     for sweep in sweeps:
         _ok(["dvc", "exp", "run", "--queue", "-s", "-S", sweep, "direct"], repo)
     _ok(["dvc", "queue", "start", "-j", "1"], repo)
