@@ -44,8 +44,13 @@ fi
 # without compiling, while a second core compiles what the previous step installed and
 # then builds lowbit's C++ kernels.
 site=$("$py" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
-# torch/torchvision first, as a pair: pip takes them from the machine's wheel cache where present.
-"$py" -m pip install -q --no-compile torch==2.14.1 torchvision==0.29.1 "ninja>=1.11"
+# torch/torchvision first, as a pair, and ninja for the kernels, with pyproject.toml's pins:
+# pip takes them from the machine's wheel cache where present.
+first=$("$py" -c 'import re, tomllib
+deps = tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]
+print(" ".join(d for d in deps if re.match(r"(torch|torchvision|ninja)\b", d)))')
+# shellcheck disable=SC2086  # three requirement specifiers, none with spaces
+"$py" -m pip install -q --no-compile $first
 # compileall exits 1 for a file this Python cannot compile (torch ships Python-3.12-only
 # test helpers); pip skips those files the same way, so that is not an install error.
 ( "$py" -m compileall -q "$site/torch" "$site/torchvision" >/dev/null || true
