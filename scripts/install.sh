@@ -49,6 +49,7 @@ site=$("$py" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 first=$("$py" -c 'import re, tomllib
 deps = tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]
 print(" ".join(d for d in deps if re.match(r"(torch|torchvision|ninja)\b", d)))')
+[ "$(echo "$first" | wc -w)" -eq 3 ] || { echo "lowbit install: pyproject.toml must pin torch, torchvision and ninja (found: $first)" >&2; exit 1; }
 # shellcheck disable=SC2086  # three requirement specifiers, none with spaces
 "$py" -m pip install -q --no-compile $first
 # compileall exits 1 for a file this Python cannot compile (torch ships Python-3.12-only

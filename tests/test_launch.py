@@ -85,7 +85,7 @@ def test_bad_profile_values(tmp_path):
         P.load_profile(make_cfg(tmp_path, slurm={"profile": "mine"}))
     # USR2 before the job can catch it kills it: at least 90 s of time_min come first
     _profile(tmp_path, "time_min: 2\nsignal_delay_s: 31\n")
-    with pytest.raises(ConfigError, match=r"signal_delay_s \(31\) leaves 89 s of time_min"):
+    with pytest.raises(ConfigError, match=r"mine.yaml: signal_delay_s \(31\) leaves 89 s"):
         P.load_profile(make_cfg(tmp_path, slurm={"profile": "mine"}))
     _profile(tmp_path, "time_min: 2\nsignal_delay_s: 30\n")
     assert P.load_profile(make_cfg(tmp_path, slurm={"profile": "mine"})).signal_delay_s == 30

@@ -95,7 +95,8 @@ def explain(err: ValidationError, section: str, model: type[BaseModel], src: str
         return ConfigError(f"{src}: unknown key {where!r}; valid keys: {valid}")
     msg = e["msg"].removeprefix("Value error, ")
     got = "" if "got" in msg or isinstance(e.get("input"), dict) else f" (got {e.get('input')!r})"
-    return ConfigError(f"{src}: {where}: {msg}{got}")
+    prefix = f"{src}: {where}" if where else src  # a rule over the whole file has no key
+    return ConfigError(f"{prefix}: {msg}{got}")
 
 
 def validate(model: type[BaseModel], data: Any, section: str, src: str) -> Any:

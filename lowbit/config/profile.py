@@ -35,7 +35,7 @@ class Profile(BaseModel):
     tasks_per_node: int | None = Field(None, ge=1)  # default: one per GPU, at least 1
     cpus_per_task: int = Field(1, ge=1)
     mem_gb: float | None = Field(None, gt=0)  # per node
-    time_min: int = Field(60, ge=2)  # with 1 min submitit's early timeout signal fires at once
+    time_min: int = Field(60, ge=2)  # and >= signal_delay_s + 90 s (_signal_after_start)
     constraint: str | None = None
     signal_delay_s: int = Field(90, ge=10)  # USR2 this long before the time limit
     additional_parameters: dict[str, str | int | bool] = {}  # extra `#SBATCH --key=value`
