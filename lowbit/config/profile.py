@@ -19,7 +19,9 @@ PROFILES = Path("slurm") / "profiles"
 
 
 # seconds from a job's start before it may be told to checkpoint (see _signal_after_start)
-START_S = 90  # Slurm's 60 s of early signalling + 30 s to start
+EARLY_S = 60  # how much earlier than signal_delay_s SLURM may send USR2 (sbatch --signal)
+CATCH_S = 30  # a job's start until submitit's handler is in place
+START_S = EARLY_S + CATCH_S
 
 
 class Profile(BaseModel):
@@ -54,16 +56,15 @@ class Profile(BaseModel):
 
     @model_validator(mode="after")
     def _signal_after_start(self) -> Profile:
-        # Slurm may send USR2 up to 60 s before signal_delay_s asks (sbatch --signal), and
         # a job dies of USR2 (FAILED, not requeued) until submitit has unpickled the stage
         # (imports torch: 10-30 s on a busy node) and installed its handler
         room = self.time_min * 60 - self.signal_delay_s
         if room < START_S:
             raise ValueError(
                 f"signal_delay_s ({self.signal_delay_s}) leaves {room} s of time_min "
-                f"({self.time_min} min) before the checkpoint signal; Slurm may send it 60 s "
-                f"early and a job needs 30 s to catch it, {START_S} s in all: raise time_min "
-                "or lower signal_delay_s"
+                f"({self.time_min} min) before the checkpoint signal; Slurm may send it "
+                f"{EARLY_S} s early and a job needs {CATCH_S} s to catch it, {START_S} s in all: "
+                "raise time_min or lower signal_delay_s"
             )
         return self
 
