@@ -14,27 +14,38 @@
 # results/seed<N>/ (`lowbit archive`). A stage that finished leaves runs/seed<N>/.done-<stage>
 # and is skipped on a rerun; a stage that was killed resumes from its last epoch.
 #
-# A study outlives one machine: `bash study.sh --save` copies the shared FP networks and
-# their round checkpoints (runs/seed0/pretrain, runs/seed0/.resume/pretrain: a few MB)
-# to state/, which is committed; a fresh checkout's first run restores them, so the FP
-# networks are trained once whatever machine continues the study.
+# A study outlives one machine: `bash study.sh --save` copies every seed's runs (finished
+# runs' model.pt, metrics and history, the .done-<stage> markers, and the round checkpoints of
+# a stage still running: about 1-3 MB a run) to state/seed<N>/, which is committed; an
+# archived seed keeps only its markers there (results/seed<N>/ holds its files), seed 0 its
+# FP networks too. A fresh checkout's first run restores state/ into runs/, so no finished
+# epoch is trained twice, whatever machine continues the study. The data is prepared again
+# on each machine (same seed, same split).
 set -euo pipefail
+shopt -s nullglob
 cd "$(dirname "$0")"
 if [ -n "${LOWBIT_VENV:-}" ]; then PATH="$LOWBIT_VENV/bin:$PATH"; fi
 STAGES=(direct quantize-weights quantize-activations bit-decay stochastic-precision distill ts-pq-kd)
 RESULTS=${RESULTS:-results}
-STATE=state/seed0  # the shared FP networks' files, as in runs/seed0/
 
 if [ "${1:-}" = --save ]; then
-  rm -rf "$STATE.tmp" && mkdir -p "$STATE.tmp/.resume"
-  [ -d runs/seed0/pretrain ] && cp -r runs/seed0/pretrain "$STATE.tmp/"
-  [ -d runs/seed0/.resume/pretrain ] && cp -r runs/seed0/.resume/pretrain "$STATE.tmp/.resume/"
-  rm -rf "$STATE" && mv "$STATE.tmp" "$STATE"
-  echo "study: saved $(du -sh "$STATE" | cut -f1) to $STATE"; exit 0
+  for dir in runs/seed*/; do
+    seed=$(basename "$dir") && tmp=state/$seed.tmp && rm -rf "$tmp" && mkdir -p "$tmp"
+    if [ -e "$dir/.done-archive" ]; then  # archived: its markers (and seed 0's FP networks)
+      cp -a "$dir"/.done-* "$tmp/"
+      if [ "$seed" = seed0 ]; then cp -a "$dir/pretrain" "$tmp/"; fi
+    else
+      cp -a "$dir/." "$tmp/" && rm -rf "$tmp/.locks" "$tmp/.submitit"
+    fi
+    rm -f "$tmp/.done-prepare"  # data/ is not saved: a new machine prepares it again
+    rm -rf "state/$seed" && mv "$tmp" "state/$seed"
+  done
+  echo "study: saved $(du -sh state | cut -f1) to state/"; exit 0
 fi
-if [ -d "$STATE" ] && [ ! -e runs/seed0/.done-pretrain ]; then  # never over newer files
-  mkdir -p runs/seed0 && cp -rn "$STATE/." runs/seed0/
-fi
+for dir in state/seed*/; do  # a fresh machine: restore; never over newer files
+  seed=$(basename "$dir")
+  if [ -d "$dir" ] && [ ! -e "runs/$seed" ]; then mkdir -p runs && cp -a "$dir" "runs/$seed"; fi
+done
 
 step() {  # step <done-marker> lowbit stage ... : run once, then mark it done
   local marker=$1; shift
