@@ -59,10 +59,25 @@ def test_resume_after_interruption_equals_uninterrupted(digits, tmp_path):
 def test_checkpoint_with_other_fingerprint_is_not_resumed(digits, tmp_path):
     train, val = digits
     spec = _spec(tmp_path, 1)
+    spec.fingerprint = "cfg1:code1"
     engine.fit([_trainee()], train, val, spec)
-    spec2 = engine.FitSpec(1, 0, CPU, spec.checkpoint, fingerprint="other", progress=False)
-    hist = engine.fit([_trainee()], train, val, spec2)
+    spec2 = engine.FitSpec(1, 0, CPU, spec.checkpoint, fingerprint="cfg2:code1", progress=False)
+    with pytest.warns(RuntimeWarning, match="another configuration.*trains from its first"):
+        hist = engine.fit([_trainee()], train, val, spec2)
     assert [r["epoch"] for r in hist.epochs] == [1]  # trained again from scratch
+
+
+def test_a_checkpoint_of_other_code_is_named_as_such(digits, tmp_path):
+    """Same config, other lowbit source: the warning says so and how to resume it, instead
+    of a silent restart (a study continued after a pull lost its epochs without a word)."""
+    train, val = digits
+    spec = _spec(tmp_path, 2)
+    spec.fingerprint = "cfg1:code1"
+    engine.fit([_trainee()], train, val, spec)
+    spec2 = engine.FitSpec(2, 0, CPU, spec.checkpoint, fingerprint="cfg1:code2", progress=False)
+    with pytest.warns(RuntimeWarning, match=r"other lowbit code \(source digest code1, now code2"):
+        hist = engine.fit([_trainee()], train, val, spec2)
+    assert [r["epoch"] for r in hist.epochs] == [1, 2]
 
 
 def test_checkpoint_loads_weights_only_and_rejects_garbage(tmp_path):

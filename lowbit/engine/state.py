@@ -3,6 +3,7 @@ history so far; written atomically after every epoch, resumed only by the same c
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 from lowbit import checkpoint
@@ -40,13 +41,30 @@ def save_state(spec: FitSpec, trainees: Sequence[Trainee], epoch: int, history: 
     )
 
 
+def _other_run(old: str, new: str) -> str:
+    """Why a checkpoint is not resumed; fingerprints read '<config hash>:<code digest>'."""
+    (old_cfg, _, old_code), (new_cfg, _, new_code) = old.partition(":"), new.partition(":")
+    if old_cfg == new_cfg and old_code and old_code != new_code:
+        return (
+            f"was written by other lowbit code (source digest {old_code}, now {new_code}); "
+            "to resume it, run the commit that wrote it (a git worktree)"
+        )
+    return "was written by a run of another configuration or lowbit version"
+
+
 def load_state(spec: FitSpec, trainees: Sequence[Trainee]) -> tuple[int, History]:
     """Resume from spec.checkpoint if it exists and fits; returns (next epoch, history)."""
     if not spec.checkpoint.is_file():
         return 0, History()
     state = checkpoint.load(spec.checkpoint, map_location=spec.device)
     if state.get("fingerprint") != spec.fingerprint:
-        return 0, History()  # another configuration's run: start over
+        warnings.warn(
+            f"{spec.checkpoint} {_other_run(str(state.get('fingerprint')), spec.fingerprint)}:"
+            " this round trains from its first epoch and replaces it",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        return 0, History()
     names = {t.name for t in trainees}
     if set(state["nets"]) != names:
         raise CheckpointError(f"{spec.checkpoint} holds networks {sorted(state['nets'])}")

@@ -36,10 +36,10 @@ def code_digest() -> str:
 
 
 def fingerprint(cfg: StageConfig, extra: object) -> str:
-    """Hash of everything that changes results (not executor, progress, workers), and of
-    the code (code_digest)."""
+    """'<config hash>:<code digest>': everything that changes results (not executor,
+    progress, workers), then lowbit's source (code_digest), kept apart so that a refused
+    checkpoint can say which of the two changed (lowbit.engine.state)."""
     d = cfg.to_dict()
-    d["code"] = code_digest()
     for k in ("executor", "progress", "workers", "live_dir", "keep_resume"):
         d["common"].pop(k, None)
     d.pop("slurm", None)
@@ -47,7 +47,7 @@ def fingerprint(cfg: StageConfig, extra: object) -> str:
     # the global batch is batch_size x world size: another layout is another run
     d["world_size"] = engine.rank_world()[1]
     blob = json.dumps([d, repr(extra)], sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+    return f"{hashlib.sha256(blob.encode()).hexdigest()[:16]}:{code_digest()}"
 
 
 def optim_spec(o: Any, epochs: int, lr: float | None = None) -> OptimSpec:

@@ -20,7 +20,10 @@
 # archived seed keeps only its markers there (results/seed<N>/ holds its files), seed 0 its
 # FP networks too. A fresh checkout's first run restores state/ into runs/, so no finished
 # epoch is trained twice, whatever machine continues the study. The data is prepared again
-# on each machine (same seed, same split).
+# on each machine (same seed, same split). A round checkpoint resumes only under the lowbit
+# source that wrote it (lowbit.training.rounds.code_digest), so state/CODE names that commit
+# and digest, and a checkout with other code refuses to continue the study: run study.sh
+# from a worktree at that commit (`git worktree add ../study <commit>`, then copy state/).
 set -euo pipefail
 shopt -s nullglob
 cd "$(dirname "$0")"
@@ -28,7 +31,10 @@ if [ -n "${LOWBIT_VENV:-}" ]; then PATH="$LOWBIT_VENV/bin:$PATH"; fi
 STAGES=(direct quantize-weights quantize-activations bit-decay stochastic-precision distill ts-pq-kd)
 RESULTS=${RESULTS:-results}
 
+digest() { python -c 'from lowbit.training.rounds import code_digest; print(code_digest())'; }
+
 if [ "${1:-}" = --save ]; then
+  mkdir -p state && printf 'commit %s\ndigest %s\n' "$(git rev-parse HEAD)" "$(digest)" > state/CODE
   for dir in runs/seed*/; do
     seed=$(basename "$dir") && tmp=state/$seed.tmp && rm -rf "$tmp" && mkdir -p "$tmp"
     if [ -e "$dir/.done-archive" ]; then  # archived: its markers (and seed 0's FP networks)
@@ -41,6 +47,10 @@ if [ "${1:-}" = --save ]; then
     rm -rf "state/$seed" && mv "$tmp" "state/$seed"
   done
   echo "study: saved $(du -sh state | cut -f1) to state/"; exit 0
+fi
+if [ -f state/CODE ] && [ "$(digest)" != "$(sed -n 's/^digest //p' state/CODE)" ]; then
+  echo "study: state/ was trained by lowbit $(head -1 state/CODE) (code $(sed -n 's/^digest //p' state/CODE)), this checkout's code is $(digest): run study.sh from a worktree at that commit" >&2
+  exit 1
 fi
 for dir in state/seed*/; do  # a fresh machine: restore; never over newer files
   seed=$(basename "$dir")
@@ -68,5 +78,13 @@ for seed in "$@"; do
     step "runs/seed$seed/.done-$stage" lowbit stage "$stage" --all "${sets[@]}"
   done
   step "runs/seed$seed/.done-archive" lowbit archive --to "$RESULTS" "${sets[@]}"
+  if [ "$seed" = 0 ]; then  # the bf16 check: seed 0's direct W2A2 and W4A4 again in fp32
+    mkdir -p runs/seed0-fp32 && ln -sfn ../seed0/pretrain runs/seed0-fp32/pretrain
+    for bits in 2 4; do
+      step "runs/seed0-fp32/.done-direct-$bits" lowbit stage direct --bits "$bits" \
+        --set common.seed=0 --set common.precision=fp32 --set common.runs_dir=runs/seed0-fp32 \
+        --set common.live_dir=dvclive/seed0-fp32
+    done
+  fi
 done
 echo "study: $(date -u +%FT%TZ) finished seeds $*"
