@@ -27,6 +27,8 @@
 set -euo pipefail
 shopt -s nullglob
 cd "$(dirname "$0")"
+# this checkout's lowbit (../..), not whichever one the venv's editable install points at
+export PYTHONPATH="$(cd ../.. && pwd)${PYTHONPATH:+:$PYTHONPATH}"
 if [ -n "${LOWBIT_VENV:-}" ]; then PATH="$LOWBIT_VENV/bin:$PATH"; fi
 STAGES=(direct quantize-weights quantize-activations bit-decay stochastic-precision distill ts-pq-kd)
 RESULTS=${RESULTS:-results}
@@ -49,7 +51,7 @@ if [ "${1:-}" = --save ]; then
   echo "study: saved $(du -sh state | cut -f1) to state/"; exit 0
 fi
 if [ -f state/CODE ] && [ "$(digest)" != "$(sed -n 's/^digest //p' state/CODE)" ]; then
-  echo "study: state/ was trained by lowbit $(head -1 state/CODE) (code $(sed -n 's/^digest //p' state/CODE)), this checkout's code is $(digest): run study.sh from a worktree at that commit" >&2
+  echo "study: state/ was trained by lowbit $(head -1 state/CODE) (code $(sed -n 's/^digest //p' state/CODE)), this checkout's code is $(digest): continue it from a worktree at that commit (results/README.md)" >&2
   exit 1
 fi
 for dir in state/seed*/; do  # a fresh machine: restore; never over newer files
