@@ -50,9 +50,12 @@ if [ "${1:-}" = --save ]; then
   done
   echo "study: saved $(du -sh state | cut -f1) to state/"; exit 0
 fi
-if [ -f state/CODE ] && [ "$(digest)" != "$(sed -n 's/^digest //p' state/CODE)" ]; then
-  echo "study: state/ was trained by lowbit $(head -1 state/CODE) (code $(sed -n 's/^digest //p' state/CODE)), this checkout's code is $(digest): continue it from a worktree at that commit (results/README.md)" >&2
-  exit 1
+if [ -f state/CODE ]; then  # one python start (torch import) for the digest, not three
+  want=$(sed -n 's/^digest //p' state/CODE) && have=$(digest)
+  if [ "$have" != "$want" ]; then
+    echo "study: state/ was trained by lowbit $(head -1 state/CODE) (code $want), this checkout's code is $have: continue it from a worktree at that commit (results/README.md)" >&2
+    exit 1
+  fi
 fi
 for dir in state/seed*/; do  # a fresh machine: restore; never over newer files
   seed=$(basename "$dir")
