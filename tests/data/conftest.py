@@ -17,6 +17,8 @@ from PIL import Image
 from lowbit.data import ffcv_available, prepare_dataset
 
 CIFAR10_ZIPS = Path(__file__).resolve().parents[3] / "shared" / "data" / "cifar10"
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
+                   "ship", "truck")  # fmt: skip
 FFCV_TIMEOUT_S = 120  # every FFCV write in the tests runs under this deadline
 # digits split so that the 1408 training images make 22 full batches of 64: an epoch holds
 # every image once (drop_last drops nothing), which the order tests rely on
@@ -54,8 +56,7 @@ def _rows(images: np.ndarray) -> np.ndarray:
 def write_cifar10(root: Path, per_batch: int = 8, test: int = 6) -> dict[str, np.ndarray]:
     """A tiny cifar-10-batches-py folder; returns the images and labels written."""
     root.mkdir(parents=True, exist_ok=True)
-    names = [b"airplane", b"automobile", b"bird", b"cat", b"deer", b"dog", b"frog", b"horse",
-             b"ship", b"truck"]  # fmt: skip
+    names = [c.encode() for c in CIFAR10_CLASSES]
     _dump(root / "batches.meta", {b"label_names": names, b"num_vis": 3072})
     xs, ys = [], []
     for b in range(1, 6):

@@ -15,6 +15,7 @@ from lowbit.data.splits import ArraySplit
 from lowbit.data.store import BetonStore, open_store
 from lowbit.errors import ConfigError, DataError
 from tests.data.conftest import (
+    CIFAR10_CLASSES,
     CIFAR10_ZIPS,
     FFCV_TIMEOUT_S,
     TREE,
@@ -122,8 +123,7 @@ def test_shared_cifar10_jpeg_zips_through_ffcv(tmp_path):
         pytest.skip("shared CIFAR-10 zips not present")
     meta = prepare_dataset("imagefolder", CIFAR10_ZIPS, tmp_path, train_per_class=20,
                            val_per_class=5, format="beton", timeout_s=FFCV_TIMEOUT_S)  # fmt: skip
-    assert meta.classes == sorted(["airplane", "automobile", "bird", "cat", "deer", "dog",
-                                   "frog", "horse", "ship", "truck"])  # fmt: skip
+    assert meta.classes == sorted(CIFAR10_CLASSES)
     assert meta.counts == {"train": 200, "val": 50} and meta.fixed_shape == [32, 32]
     x, y = _stored(tmp_path, "train", "beton")
     assert np.bincount(y).tolist() == [20] * 10

@@ -21,14 +21,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.data.conftest import CIFAR10_ZIPS, image_bytes, write_zip
+from tests.data.conftest import CIFAR10_CLASSES, CIFAR10_ZIPS, image_bytes, write_zip
 from tests.scripts import image
 
 ROOT = Path(__file__).resolve().parents[2]
 CHECK = [sys.executable, str(ROOT / "scripts" / "gpu_check.py")]
-
-
-CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
 
 def cifar_zips(root: Path) -> Path:
@@ -40,7 +37,7 @@ def cifar_zips(root: Path) -> Path:
     k = 0
     for split, n in (("train", 16), ("test", 6)):
         files = {}
-        for c in CLASSES:
+        for c in CIFAR10_CLASSES:
             for i in range(n):
                 files[f"{split}/{c}/{i:04d}.jpg"] = image_bytes(k, (32, 32))
                 k += 1
