@@ -48,6 +48,12 @@ if [ "${1:-}" = --save ]; then
     rm -f "$tmp/.done-prepare"  # data/ is not saved: a new machine prepares it again
     rm -rf "state/$seed" && mv "$tmp" "state/$seed"
   done
+  # the repository travels to a lent GPU machine (64 MiB in all, scripts/gpucheck/carry.py
+  # keeps it under 32): past STATE_MAX_MB the running stage's round checkpoints (KD rounds:
+  # 4.5 MB each) stay behind, and that stage trains again on the next machine
+  if [ "$(du -sm state | cut -f1)" -gt "${STATE_MAX_MB:-20}" ]; then
+    rm -rf state/seed*/.resume && echo "study: state/ over ${STATE_MAX_MB:-20} MB: the running stage's round checkpoints are not kept"
+  fi
   echo "study: saved $(du -sh state | cut -f1) to state/"; exit 0
 fi
 if [ -f state/CODE ]; then  # one python start (torch import) for the digest, not three
