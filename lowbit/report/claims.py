@@ -21,13 +21,11 @@ never annealed) says so. Claims:
 from __future__ import annotations
 
 import dataclasses
-import re
 from dataclasses import dataclass
-from pathlib import PurePosixPath
 
 import pandas as pd
 
-from lowbit.report import stats
+from lowbit.report import pairing, stats
 from lowbit.report.tables import method_key
 
 # Margins of H1: Δ > margin, in top-1 points, fixed before any data was seen (docs/claims.md).
@@ -47,6 +45,9 @@ CLOSE_TO_FP_METHOD = "ts+pq+kd"
 MULTI_ROUND = ("ts", "pq")
 # The arms of a claim: runs grouped by these columns, each group one method's seeds.
 GROUP = ["method", "bits"]
+# The shared-FP paired test's note: the verdict is about that one FP network, whose own
+# seed-to-seed spread the study did not measure
+SHARED_FP = "one FP network shared by every seed: its top-1 is a constant"
 INTRO = (
     "### The paper's claims against these numbers\n\n"
     "Verdicts from the seeds of each method (docs/paper.md §6; rules and margins, fixed "
@@ -58,7 +59,6 @@ INTRO = (
     "neither (beside it, the smallest difference the test could detect with power 0.8); "
     "**needs ≥ 2 seeds**: a method has one run:"
 )
-_SEED_FOLDER = re.compile(r"seed\d+")
 
 
 def _main(nets: pd.DataFrame, model: str, dataset: str, setting: str = "") -> pd.DataFrame:
@@ -67,7 +67,10 @@ def _main(nets: pd.DataFrame, model: str, dataset: str, setting: str = "") -> pd
     every setting's runs: the claims compare against it, as the paper does."""
     sel = (nets["model"] == model) & (nets["dataset"] == dataset) & (nets["role"] == "main")
     setting_of = nets["setting"] if "setting" in nets else pd.Series("", index=nets.index)
-    fp = nets["method"] == "fp"
+    # by base_method: a clipped FP network ("fp [clip start]") is its setting's start, not
+    # the reference, and would otherwise join the plain one in the FP arm
+    base = nets["base_method"] if "base_method" in nets else nets["method"]
+    fp = base == "fp"
     sub = nets[sel & ((~fp & (setting_of == setting)) | (fp & (setting_of == "")))]
     # within one setting, a method is named without it
     return sub.assign(method=sub["base_method"]) if "base_method" in sub else sub
@@ -79,66 +82,6 @@ def _equal_low_bits(label: str) -> bool:
         return False
     w, a = label[1:].split("A", 1)
     return w == a and w != "32"
-
-
-def _location(run: str) -> tuple[str, ...]:
-    """A run's folder under its runs folder, "<stage>/<slug>": committed results keep
-    each seed under seed<N>/ (lowbit archive), so that first part is dropped."""
-    parts = PurePosixPath(run).parts
-    return parts[1:] if parts and _SEED_FOLDER.fullmatch(parts[0]) else parts
-
-
-def fp_roots(sub: pd.DataFrame) -> list[str | None]:
-    """Per row of `sub` (one model and dataset): the run folder (run_path) its init chain
-    starts from. A run with init "scratch" (FP pretraining) is its own start; a run
-    initialised from "<runs_dir>/<stage>/<slug>/model.pt" continues with that run of the
-    same seed in the same folder of runs; a path that matches no run is itself the start;
-    no init recorded: None (unknown)."""
-    paths = [str(p) for p in (sub["run_path"] if "run_path" in sub else sub["run"])]
-    info = {p: (r.seed, r.run, r.init) for p, r in zip(paths, sub.itertuples(), strict=True)}
-
-    def folder(path: str) -> tuple:  # the seed and the folder holding its runs
-        seed, run, _ = info[path]
-        parts = PurePosixPath(path).parts
-        return seed, parts[: len(parts) - len(_location(run))]
-
-    siblings: dict[tuple, list[str]] = {}
-    for p in paths:
-        siblings.setdefault(folder(p), []).append(p)
-
-    def root(path: str) -> str | None:
-        for _ in range(len(paths) + 1):  # a chain visits each run at most once
-            init = info[path][2]
-            if not isinstance(init, str) or not init:
-                return None
-            if init == "scratch":
-                return path
-            parent = PurePosixPath(init).parent.parts
-            found = [
-                (len(loc), p)
-                for p in siblings[folder(path)]
-                if parent[-len(loc := _location(info[p][1])) :] == loc
-            ]
-            if not found:
-                return init
-            path = max(found)[1]
-        return None  # a cycle: no start
-
-    return [root(p) for p in paths]
-
-
-def _unpaired(arms: list[pd.DataFrame]) -> str:
-    """Why the arms cannot be paired by seed, "" when they can."""
-    if any(a["seed"].duplicated().any() for a in arms):
-        return "a seed ran twice"
-    if len({frozenset(a["seed"]) for a in arms}) > 1:
-        return "different seeds"
-    starts = [a.set_index("seed")["root"] for a in arms]
-    if any(s.isna().any() for s in starts):
-        return "FP start unknown"
-    if any(not s.sort_index().equals(starts[0].sort_index()) for s in starts[1:]):
-        return "different FP starts"
-    return ""
 
 
 @dataclass(frozen=True)
@@ -158,12 +101,14 @@ class _Runs:
     """Per GROUP (method, bits): the seeds' best-epoch top-1, FP starts and run flags."""
 
     def __init__(self, sub: pd.DataFrame, where: tuple[str, str]) -> None:
-        sub = sub.assign(root=fp_roots(sub))
+        sub = sub.assign(root=pairing.fp_roots(sub))
+        own = sub["run_path"] if "run_path" in sub else sub["run"]
+        sub = sub.assign(start=sub["root"] == own.astype(str))  # an FP network: its own start
         self.where = where
         self.arms: dict[tuple[str, str], pd.DataFrame] = {}
         self.flags: dict[tuple[str, str], tuple[str, ...]] = {}
         for (method, bits), grp in sub.groupby(GROUP, sort=False):
-            self.arms[(method, bits)] = grp[["seed", "best_top1", "root"]]
+            self.arms[(method, bits)] = grp[["seed", "best_top1", "root", "start"]]
             self.flags[(method, bits)] = tuple(
                 f"{method} {bits} seed {r['seed']} {why}"
                 for _, r in grp.iterrows()
@@ -181,7 +126,13 @@ class _Runs:
         self, keys: list[tuple[str, str]], weights: list[float], margin: float
     ) -> stats.OneSided:
         arms = [self.arms[k] for k in keys]
-        why = _unpaired(arms)
+        shared = pairing.shared_fp(arms)
+        if shared is not None:  # one FP network for every seed: its top-1 is a constant
+            seeds = sorted(next(a for a in arms if len(a) > 1)["seed"])
+            aligned = [[float(a["best_top1"].iloc[0])] * len(seeds) if len(a) == 1 else
+                       list(a.set_index("seed").loc[seeds, "best_top1"]) for a in arms]  # fmt: skip
+            return dataclasses.replace(stats.paired(aligned, weights, margin), why=SHARED_FP)
+        why = pairing.unpaired(arms)
         if why:
             return stats.welch([list(a["best_top1"]) for a in arms], weights, margin, why)
         seeds = sorted(arms[0]["seed"])

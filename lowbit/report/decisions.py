@@ -24,8 +24,9 @@ DECISIONS_LOWBIT = (
     "PACT and LSQ quantizers are offered beyond the paper, behind the same interface (§1).",
 )
 DECISIONS_REPORT = (
-    "Tables show best-epoch validation accuracy, as the paper does (§5); final-epoch tables are "
-    "written too.",
+    "Tables show the best epoch, as the paper does (§5), chosen on held-out validation images "
+    "where the run had them and then quoting the test images at that epoch; final-epoch "
+    "tables are written too.",
     "Δ is against lowbit's own fp network of the same model and dataset, not the paper's FP.",
     "Several seeds: mean ± sample standard deviation (n−1), with n.",
     "Other networks trained in a run (e.g. the KD teacher) are rows `<method>-<net>` "

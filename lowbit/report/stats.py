@@ -194,7 +194,7 @@ def describe(
     ns = ", ".join(map(str, test.n))
     if not test.tested:
         return f"Δ = {signed(test.estimate, decimals)} (n = {ns}: no test)"
-    why = f", unpaired: {test.why}" if test.why else ""
+    why = f", {'unpaired: ' if test.kind == WELCH else ''}{test.why}" if test.why else ""
     head = f"Δ = {signed(test.estimate, decimals)}; {test.kind} (n = {ns} seeds{why})"
     m = signed(test.margin, decimals) if test.margin else "0"
     t = f"{test.t:.2f}".replace("-", "−")

@@ -11,8 +11,9 @@ import pytest
 from scipy import stats
 
 from lowbit.report import build_report
-from lowbit.report.claims import claims_of, fp_roots
+from lowbit.report.claims import claims_of
 from lowbit.report.collect import collect
+from lowbit.report.pairing import fp_roots
 from lowbit.report.stats import FAILS, HOLDS, NEEDS_SEEDS, NOISE, PAIRED, WELCH
 from tests.report.synth import seeded_runs, write_run
 
@@ -191,3 +192,44 @@ def test_a_single_seed_needs_seeds_and_a_flagged_run_is_named(tmp_path: Path) ->
     assert kd.endswith("(top-1 gain): Δ = +0.7 (n = 1, 3: no test)")
     ts = lines["ts beats direct at W2A2 (top-1 gain)"]
     assert ts.endswith("rests on runs flagged ts W2A2 seed 1 not converged")
+
+
+def _shared_fp_study(root: Path, w4: dict[str, list[float]]) -> Path:
+    """Laid out as pipeline/cifar10-resnet20/study.sh archives it: a plain and a clipped FP
+    network trained once, in seed0/, and every seed's W4A4 runs started from the clipped
+    one ("runs/seed0/pretrain/clip/model.pt", whatever the seed)."""
+    for slug, start, top1 in (("plain", None, 80.0), ("clip", "clip", 79.0)):
+        write_run(root, f"seed0/pretrain/{slug}", stage="pretrain", method="fp", w_bits=32,
+                  a_bits=32, fp_start=start, best_top1=top1, init="scratch",
+                  history=False)  # fmt: skip
+    for method, values in w4.items():
+        stage = {"direct": "direct", "ts+pq+kd": "ts-pq-kd"}[method]
+        for seed, top1 in enumerate(values):
+            write_run(root, f"seed{seed}/{stage}/w4a4", stage=stage, method=method, w_bits=4,
+                      a_bits=4, seed=seed, fp_start="clip", best_top1=top1,
+                      init="runs/seed0/pretrain/clip/model.pt", history=False)  # fmt: skip
+    return root
+
+
+def test_a_seed_s_init_in_seed0_s_folder_starts_at_that_run(tmp_path: Path) -> None:
+    runs = _shared_fp_study(tmp_path / "results", {"direct": [78.0, 78.5, 77.9]})
+    nets = collect(runs).nets
+    roots = dict(zip(nets["run"], fp_roots(nets), strict=True))
+    clip = str(runs / "seed0" / "pretrain" / "clip")
+    # seed 0's runs found it beside them; seeds 1 and 2 in seed 0's folder
+    assert [roots[f"seed{s}/direct/w4a4"] for s in range(3)] == [clip] * 3
+
+
+def test_the_claims_compare_with_the_plain_fp_network_shared_by_every_seed(
+    tmp_path: Path,
+) -> None:
+    w4 = {"direct": [78.0, 78.5, 77.9], "ts+pq+kd": [79.4, 79.5, 79.3]}
+    lines = _lines(_shared_fp_study(tmp_path / "results", w4), tmp_path / "out")
+    claim = next(k for k in lines if "W4A4 within 1 point of FP" in k)
+    line = lines[claim]
+    # the plain FP network (80.0) alone: not pooled with the clipped one (79.0); its one run
+    # is a constant of a test paired by seed, not a group of one that stops the test
+    assert "Δ = −0.6; paired t (n = 3 seeds, one FP network shared by every seed" in line
+    ref = stats.ttest_1samp([-0.6, -0.5, -0.7], -1.0, alternative="greater").pvalue
+    assert _p(line, "; p") == pytest.approx(ref, abs=1e-3)
+    assert line.startswith(f"- **{HOLDS}** — ")

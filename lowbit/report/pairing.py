@@ -1,0 +1,109 @@
+"""How the arms of a claim pair up: the FP network each run's init chain starts from.
+
+The methods of one seed are paired when they ran the same seeds from the same FP network
+(lowbit.report.claims); a run's start is found by following its init path through the runs
+of its own folder (`fp_roots`). A study that trains its FP networks once and starts every
+seed from them (pipeline/cifar10-resnet20/study.sh) compares against one FP network, whose
+top-1 is then a constant of the test (`shared_fp`).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import PurePosixPath
+
+import pandas as pd
+
+_SEED_FOLDER = re.compile(r"seed\d+")
+
+
+def _location(run: str) -> tuple[str, ...]:
+    """A run's folder under its runs folder, "<stage>/<slug>": committed results keep
+    each seed under seed<N>/ (lowbit archive), so that first part is dropped."""
+    parts = PurePosixPath(run).parts
+    return parts[1:] if parts and _SEED_FOLDER.fullmatch(parts[0]) else parts
+
+
+def fp_roots(sub: pd.DataFrame) -> list[str | None]:
+    """Per row of `sub` (one model and dataset): the run folder (run_path) its init chain
+    starts from. A run with init "scratch" (FP pretraining) is its own start; a run
+    initialised from "<runs_dir>/<stage>/<slug>/model.pt" continues with that run of the
+    same seed in the same folder of runs; a path that matches no run is itself the start;
+    no init recorded: None (unknown). An init in another seed's folder
+    ("runs/seed0/pretrain/fp/model.pt" from seed 1: a study whose seeds share seed 0's FP
+    network) is looked up in that seed's folder, so every seed names one start."""
+    paths = [str(p) for p in (sub["run_path"] if "run_path" in sub else sub["run"])]
+    info = {p: (r.seed, r.run, r.init) for p, r in zip(paths, sub.itertuples(), strict=True)}
+
+    def folder(path: str) -> tuple:  # the seed and the folder holding its runs
+        seed, run, _ = info[path]
+        parts = PurePosixPath(path).parts
+        return seed, parts[: len(parts) - len(_location(run))]
+
+    siblings: dict[tuple, list[str]] = {}
+    for p in paths:
+        siblings.setdefault(folder(p), []).append(p)
+
+    def root(path: str) -> str | None:
+        for _ in range(len(paths) + 1):  # a chain visits each run at most once
+            init = info[path][2]
+            if not isinstance(init, str) or not init:
+                return None
+            if init == "scratch":
+                return path
+            parent = PurePosixPath(init).parent.parts
+            found = [
+                (len(loc), p)
+                for p in siblings[folder(path)]
+                if parent[-len(loc := _location(info[p][1])) :] == loc
+            ] or _in_seed_folder(parent, folder(path)[1], siblings)
+            if not found:
+                return init
+            path = max(found)[1]
+        return None  # a cycle: no start
+
+    return [root(p) for p in paths]
+
+
+def _in_seed_folder(parent: tuple[str, ...], here: tuple[str, ...],
+                    siblings: dict[tuple, list[str]]) -> list[tuple[int, str]]:  # fmt: skip
+    """The runs an init's folder `parent` names in another seed's folder (its seed<N> part
+    then the run's location), as (rank, run path): those beside `here` (the seed folders'
+    common parent) rank first."""
+    found = []
+    for (_, where), paths in siblings.items():
+        if not where or not _SEED_FOLDER.fullmatch(where[-1]):
+            continue
+        for p in paths:
+            loc = PurePosixPath(p).parts[len(where) :]
+            if parent[-len(loc) - 1 :] == (where[-1], *loc):
+                found.append((int(where[:-1] == here[:-1]), p))
+    return found
+
+
+def unpaired(arms: list[pd.DataFrame]) -> str:
+    """Why the arms cannot be paired by seed, "" when they can."""
+    if any(a["seed"].duplicated().any() for a in arms):
+        return "a seed ran twice"
+    if len({frozenset(a["seed"]) for a in arms}) > 1:
+        return "different seeds"
+    starts = [a.set_index("seed")["root"] for a in arms]
+    if any(s.isna().any() for s in starts):
+        return "FP start unknown"
+    if any(not s.sort_index().equals(starts[0].sort_index()) for s in starts[1:]):
+        return "different FP starts"
+    return ""
+
+
+def shared_fp(arms: list[pd.DataFrame]) -> int | None:
+    """The index of the arm that is one FP network every seed of the others started from
+    (a study that trains its FP networks once: pipeline/cifar10-resnet20/study.sh), None
+    when there is none. That arm is one run of FP pretraining; every other arm ran the same
+    ≥ 2 seeds, and all of their runs descend from one start, so no seed had an FP network
+    of its own to compare with."""
+    single = [i for i, a in enumerate(arms) if len(a) == 1 and bool(a["start"].iloc[0])]
+    others = [a for i, a in enumerate(arms) if i not in single]
+    if len(single) != 1 or not others or unpaired(others) or len(others[0]) < 2:
+        return None
+    roots = pd.concat([a["root"] for a in others])
+    return single[0] if roots.nunique() == 1 else None
