@@ -101,7 +101,6 @@ class _Runs:
     """Per GROUP (method, bits): the seeds' best-epoch top-1, FP starts and run flags."""
 
     def __init__(self, sub: pd.DataFrame, where: tuple[str, str]) -> None:
-        sub = sub.assign(root=pairing.fp_roots(sub))
         own = sub["run_path"] if "run_path" in sub else sub["run"]
         sub = sub.assign(start=sub["root"] == own.astype(str))  # an FP network: its own start
         self.where = where
@@ -204,6 +203,10 @@ def _close_to_fp(runs: _Runs) -> list[Claim]:
 
 def claims_of(nets: pd.DataFrame, model: str, dataset: str, setting: str = "") -> list[Claim]:
     """The claims of one model, dataset and setting, tested but not yet Holm-adjusted."""
+    # init chains over every setting: a clipped FP network starts its setting's runs but
+    # is no arm of its claims
+    mine = (nets["model"] == model) & (nets["dataset"] == dataset) & (nets["role"] == "main")
+    nets = nets[mine].assign(root=pairing.fp_roots(nets[mine]))
     runs = _Runs(_main(nets, model, dataset, setting), (model, dataset, setting))
     bits_all = {b for (_, b) in runs.arms}
     out = []

@@ -29,9 +29,9 @@ def fp_roots(sub: pd.DataFrame) -> list[str | None]:
     starts from. A run with init "scratch" (FP pretraining) is its own start; a run
     initialised from "<runs_dir>/<stage>/<slug>/model.pt" continues with that run of the
     same seed in the same folder of runs; a path that matches no run is itself the start;
-    no init recorded: None (unknown). An init in another seed's folder
-    ("runs/seed0/pretrain/fp/model.pt" from seed 1: a study whose seeds share seed 0's FP
-    network) is looked up in that seed's folder, so every seed names one start."""
+    no init recorded: None (unknown). An init that names no run of its own folder is looked
+    up elsewhere (`_elsewhere`): a study whose seeds share seed 0's FP network names one
+    start for every seed."""
     paths = [str(p) for p in (sub["run_path"] if "run_path" in sub else sub["run"])]
     info = {p: (r.seed, r.run, r.init) for p, r in zip(paths, sub.itertuples(), strict=True)}
 
@@ -56,7 +56,7 @@ def fp_roots(sub: pd.DataFrame) -> list[str | None]:
                 (len(loc), p)
                 for p in siblings[folder(path)]
                 if parent[-len(loc := _location(info[p][1])) :] == loc
-            ] or _in_seed_folder(parent, folder(path)[1], siblings)
+            ] or _elsewhere(parent, folder(path)[1], siblings)
             if not found:
                 return init
             path = max(found)[1]
@@ -65,20 +65,22 @@ def fp_roots(sub: pd.DataFrame) -> list[str | None]:
     return [root(p) for p in paths]
 
 
-def _in_seed_folder(parent: tuple[str, ...], here: tuple[str, ...],
-                    siblings: dict[tuple, list[str]]) -> list[tuple[int, str]]:  # fmt: skip
-    """The runs an init's folder `parent` names in another seed's folder (its seed<N> part
-    then the run's location), as (rank, run path): those beside `here` (the seed folders'
-    common parent) rank first."""
+def _elsewhere(parent: tuple[str, ...], here: tuple[str, ...],
+              siblings: dict[tuple, list[str]]) -> list[tuple[int, str]]:  # fmt: skip
+    """The run an init's folder `parent` names outside the run's own folder, as [(rank, run
+    path)]: one in the seed folder the init names ("runs/seed0/pretrain/fp" → seed0/
+    pretrain/fp), else the only run anywhere at that location (a seed folder whose pretrain/
+    links to seed 0's: "runs/seed1/pretrain/fp", seed 1 holding no FP run of its own);
+    several candidates and none named: [] (unknown). Those beside `here` rank first."""
     found = []
     for (_, where), paths in siblings.items():
-        if not where or not _SEED_FOLDER.fullmatch(where[-1]):
-            continue
         for p in paths:
             loc = PurePosixPath(p).parts[len(where) :]
-            if parent[-len(loc) - 1 :] == (where[-1], *loc):
-                found.append((int(where[:-1] == here[:-1]), p))
-    return found
+            if loc and parent[-len(loc) :] == loc:
+                named = bool(where) and parent[-len(loc) - 1 : -len(loc)] == where[-1:]
+                found.append((named, int(where[:-1] == here[:-1]), p))
+    pick = [f for f in found if f[0]] or (found if len(found) == 1 else [])
+    return [(rank, p) for _, rank, p in pick]
 
 
 def unpaired(arms: list[pd.DataFrame]) -> str:

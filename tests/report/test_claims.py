@@ -194,10 +194,11 @@ def test_a_single_seed_needs_seeds_and_a_flagged_run_is_named(tmp_path: Path) ->
     assert ts.endswith("rests on runs flagged ts W2A2 seed 1 not converged")
 
 
-def _shared_fp_study(root: Path, w4: dict[str, list[float]]) -> Path:
+def _shared_fp_study(root: Path, w4: dict[str, list[float]], init: str) -> Path:
     """Laid out as pipeline/cifar10-resnet20/study.sh archives it: a plain and a clipped FP
     network trained once, in seed0/, and every seed's W4A4 runs started from the clipped
-    one ("runs/seed0/pretrain/clip/model.pt", whatever the seed)."""
+    one, its init `init` with {seed} filled in (study.sh links runs/seed<N>/pretrain to
+    seed 0's: "runs/seed{seed}/pretrain/clip/model.pt")."""
     for slug, start, top1 in (("plain", None, 80.0), ("clip", "clip", 79.0)):
         write_run(root, f"seed0/pretrain/{slug}", stage="pretrain", method="fp", w_bits=32,
                   a_bits=32, fp_start=start, best_top1=top1, init="scratch",
@@ -207,24 +208,35 @@ def _shared_fp_study(root: Path, w4: dict[str, list[float]]) -> Path:
         for seed, top1 in enumerate(values):
             write_run(root, f"seed{seed}/{stage}/w4a4", stage=stage, method=method, w_bits=4,
                       a_bits=4, seed=seed, fp_start="clip", best_top1=top1,
-                      init="runs/seed0/pretrain/clip/model.pt", history=False)  # fmt: skip
+                      init=init.format(seed=seed), history=False)  # fmt: skip
     return root
 
 
-def test_a_seed_s_init_in_seed0_s_folder_starts_at_that_run(tmp_path: Path) -> None:
-    runs = _shared_fp_study(tmp_path / "results", {"direct": [78.0, 78.5, 77.9]})
+@pytest.mark.parametrize("init", ["runs/seed0/pretrain/clip/model.pt",
+                                  "runs/seed{seed}/pretrain/clip/model.pt"])  # fmt: skip
+def test_every_seed_s_runs_start_at_the_one_fp_network_of_seed0(tmp_path: Path, init: str) -> None:
+    runs = _shared_fp_study(tmp_path / "results", {"direct": [78.0, 78.5, 77.9]}, init)
     nets = collect(runs).nets
     roots = dict(zip(nets["run"], fp_roots(nets), strict=True))
     clip = str(runs / "seed0" / "pretrain" / "clip")
-    # seed 0's runs found it beside them; seeds 1 and 2 in seed 0's folder
+    # seed 0's runs found it beside them; seeds 1 and 2 in seed 0's folder, the only one
     assert [roots[f"seed{s}/direct/w4a4"] for s in range(3)] == [clip] * 3
+    # a second seed folder with a network of that name: seed 1's link is ambiguous
+    write_run(runs, "seed2/pretrain/clip", stage="pretrain", method="fp", w_bits=32, a_bits=32,
+              seed=2, fp_start="clip", init="scratch", history=False)  # fmt: skip
+    nets = collect(runs).nets
+    roots = dict(zip(nets["run"], fp_roots(nets), strict=True))
+    named = init.format(seed=1) == "runs/seed0/pretrain/clip/model.pt"
+    assert roots["seed1/direct/w4a4"] == (clip if named else init.format(seed=1))
+    assert roots["seed2/direct/w4a4"] == str(runs / "seed2" / "pretrain" / "clip")
 
 
 def test_the_claims_compare_with_the_plain_fp_network_shared_by_every_seed(
     tmp_path: Path,
 ) -> None:
     w4 = {"direct": [78.0, 78.5, 77.9], "ts+pq+kd": [79.4, 79.5, 79.3]}
-    lines = _lines(_shared_fp_study(tmp_path / "results", w4), tmp_path / "out")
+    init = "runs/seed{seed}/pretrain/clip/model.pt"
+    lines = _lines(_shared_fp_study(tmp_path / "results", w4, init), tmp_path / "out")
     claim = next(k for k in lines if "W4A4 within 1 point of FP" in k)
     line = lines[claim]
     # the plain FP network (80.0) alone: not pooled with the clipped one (79.0); its one run
