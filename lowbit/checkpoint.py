@@ -7,11 +7,12 @@ with `torch.load(..., weights_only=True)`: loading never executes code from the 
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
 import pickle
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -113,6 +114,18 @@ def save(path: Path, state: dict[str, Any]) -> None:
     """torch.save `state` atomically (temp file + fsync + rename)."""
     tensors = sum(t.numel() * t.element_size() for t in _tensors(state))
     atomic_write(path, lambda f: torch.save({"format": FORMAT, **state}, f), tensors)
+
+
+def weights_digest(state: Mapping[str, torch.Tensor]) -> str:
+    """sha256 (16 hex digits) of a network's weights: every tensor's name, dtype, shape and
+    values in a contiguous layout, names sorted. It names the network, not the file: a
+    model.pt rewritten with other provenance, or a state dict in channels_last, keeps it."""
+    h = hashlib.sha256()
+    for name in sorted(state):
+        t = state[name].detach().cpu().contiguous().reshape(-1)  # 0-d: one value
+        h.update(f"{name}:{t.dtype}:{tuple(state[name].shape)};".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()[:16]
 
 
 def _tensors(obj: Any) -> list[torch.Tensor]:

@@ -91,6 +91,11 @@ class RunMetrics(NetMetrics):
     extra_epochs: Num | None = None  # budget_epochs beyond the final network's own epochs
     networks: int | None = None
     init: str | None = None
+    # the networks by their weights (lowbit.checkpoint.weights_digest): this run's final
+    # network, and the one it started from (absent from scratch and in older runs); the
+    # report follows init chains by them, wherever the files moved
+    weights_digest: str | None = None
+    init_weights_digest: str | None = None
     data_epochs: int | None = None  # loader epochs drawn by the chain up to this run's end
     cost_s: Num | None = None  # training seconds of the chain after FP pretraining
     cpu_s: Num | None = None  # this run's CPU seconds (all threads)

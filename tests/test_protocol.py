@@ -17,6 +17,7 @@ import pytest
 import torch
 import yaml
 
+from lowbit.checkpoint import weights_digest
 from lowbit.config import load_config
 from lowbit.stages import stage_function
 from lowbit.training import chain as training_stage
@@ -152,3 +153,15 @@ def test_final_network_gets_directs_recipe_and_the_rest_is_extra_cost(repo):
     for m in (direct, pq, kd, ts):  # the late gain is measured (quarter point validated)
         assert m["late_gain"] is not None and isinstance(m["converged"], bool)
         assert 0.0 <= m["late_p"] <= 1.0  # the images gained and lost were counted
+
+
+def test_a_run_records_the_weights_it_started_from_and_ended_with(repo):
+    fp = json.loads((repo / "runs/pretrain/fp/metrics.json").read_text())
+    assert "init_weights_digest" not in fp  # from scratch
+    net = torch.load(repo / "runs/pretrain/fp/model.pt", weights_only=True)
+    assert fp["weights_digest"] == weights_digest(net["nets"][net["main"]]["model"])
+    ts1 = run(repo, "quantize-weights", bits=2)
+    ts2 = run(repo, "quantize-activations", bits=2)
+    # the TS chain by its weights: FP -> stage 1 -> stage 2, whatever the paths say
+    assert ts1["init_weights_digest"] == fp["weights_digest"]
+    assert ts2["init_weights_digest"] == ts1["weights_digest"] != fp["weights_digest"]

@@ -135,3 +135,24 @@ def test_provenance_names_the_simd_kernels_aten_dispatches_to(tmp_path):
     assert out.stdout.strip() == "DEFAULT"
     here = provenance(tmp_path, torch.device("cpu"), 0)["cpu_capability"]
     assert here == torch.backends.cpu.get_cpu_capability() and here != ""
+
+
+def test_the_weights_digest_names_the_network_not_the_file(tmp_path):
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
+    digest = checkpoint.weights_digest(net.state_dict())
+    # saved twice with other provenance: other files, one network
+    for name, started in (("a.pt", "2026-01-01"), ("b.pt", "2026-02-02")):
+        checkpoint.save(tmp_path / name, {"model": net.state_dict(), "started": started})
+    a, b = (tmp_path / "a.pt").read_bytes(), (tmp_path / "b.pt").read_bytes()
+    assert a != b
+    loaded = checkpoint.load(tmp_path / "b.pt")["model"]
+    assert checkpoint.weights_digest(loaded) == digest
+    assert (
+        checkpoint.weights_digest(net.to(memory_format=torch.channels_last).state_dict()) == digest
+    )
+    with torch.no_grad():
+        net[0].weight[0, 0, 0, 0] += 1e-6  # one value of 112
+    assert checkpoint.weights_digest(net.state_dict()) != digest
+    renamed = {f"m.{k}": v for k, v in loaded.items()}
+    assert checkpoint.weights_digest(renamed) != digest

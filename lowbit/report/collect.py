@@ -160,6 +160,7 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
         # the entry's own numbers only: a teacher does not inherit the student's cost
         row = _reported({**main, **{k: e.get(k) for k in (*METRICS, *REPORTED.values())}})
         row["net"] = net
+        row["weights_digest"] = row["init_weights_digest"] = None  # the student's, not its
         for k in ("late_gain", "late_p", "converged"):
             row[k] = e[k]
         # A teacher is named after its run's student bits: the teachers of the W2A2 and

@@ -29,11 +29,14 @@ def fp_roots(sub: pd.DataFrame) -> list[str | None]:
     starts from. A run with init "scratch" (FP pretraining) is its own start; a run
     initialised from "<runs_dir>/<stage>/<slug>/model.pt" continues with that run of the
     same seed in the same folder of runs; a path that matches no run is itself the start;
-    no init recorded: None (unknown). An init that names no run of its own folder is looked
-    up elsewhere (`_elsewhere`): a study whose seeds share seed 0's FP network names one
-    start for every seed."""
+    no init recorded: None (unknown). A run that recorded the weights it started from
+    (init_weights_digest) continues with the run whose final weights they are, wherever
+    its files are, and with none if no run has them. Without them, an init that names no
+    run of its own folder is looked up elsewhere (`_elsewhere`): a study whose seeds share
+    seed 0's FP network names one start for every seed."""
     paths = [str(p) for p in (sub["run_path"] if "run_path" in sub else sub["run"])]
     info = {p: (r.seed, r.run, r.init) for p, r in zip(paths, sub.itertuples(), strict=True)}
+    made, started = _digests(sub, paths)
 
     def folder(path: str) -> tuple:  # the seed and the folder holding its runs
         seed, run, _ = info[path]
@@ -51,6 +54,11 @@ def fp_roots(sub: pd.DataFrame) -> list[str | None]:
                 return None
             if init == "scratch":
                 return path
+            if path in started:  # by the weights themselves: no run ended with them, no start
+                if started[path] not in made:
+                    return init
+                path = made[started[path]]
+                continue
             parent = PurePosixPath(init).parent.parts
             found = [
                 (len(loc), p)
@@ -63,6 +71,21 @@ def fp_roots(sub: pd.DataFrame) -> list[str | None]:
         return None  # a cycle: no start
 
     return [root(p) for p in paths]
+
+
+def _digests(sub: pd.DataFrame, paths: list[str]) -> tuple[dict[str, str], dict[str, str]]:
+    """({weights digest: the run that ended with those weights}, {run: the digest of the
+    weights it started from}); runs without the columns (older ones) are in neither. Of
+    two runs with the same final weights (one network in two folders) the first path."""
+
+    def column(name: str) -> list:
+        return list(sub[name]) if name in sub else [None] * len(paths)
+
+    ends = sorted(zip(paths, column("weights_digest"), strict=True), reverse=True)
+    made = {d: p for p, d in ends if isinstance(d, str) and d}  # the first path last: kept
+    started = {p: d for p, d in zip(paths, column("init_weights_digest"), strict=True)
+               if isinstance(d, str) and d}  # fmt: skip
+    return made, started
 
 
 def _elsewhere(parent: tuple[str, ...], here: tuple[str, ...],

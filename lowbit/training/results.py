@@ -72,6 +72,10 @@ def run_metrics(
         "extra_epochs": budget - last.epochs if isinstance(p, Quantized) else 0,
         "networks": len(nets),
         "init": plan.init.source,
+        "weights_digest": checkpoint.weights_digest(engine.unwrap(nets["student"]).state_dict()),
+        "init_weights_digest": (
+            checkpoint.weights_digest(plan.init.state) if plan.init.state is not None else None
+        ),
         "data_epochs": st.data_epochs,
         "annealed": st.annealed,
     }

@@ -245,3 +245,21 @@ def test_the_claims_compare_with_the_plain_fp_network_shared_by_every_seed(
     ref = stats.ttest_1samp([-0.6, -0.5, -0.7], -1.0, alternative="greater").pvalue
     assert _p(line, "; p") == pytest.approx(ref, abs=1e-3)
     assert line.startswith(f"- **{HOLDS}** — ")
+
+
+def test_the_fp_start_is_found_by_the_weights_wherever_the_files_moved(tmp_path: Path) -> None:
+    res = tmp_path / "results"
+    for slug, digest in (("plain", "aaaa"), ("clip", "bbbb")):
+        write_run(res, f"seed0/pretrain/{slug}", stage="pretrain", method="fp", w_bits=32,
+                  a_bits=32, init="scratch", weights_digest=digest, history=False)  # fmt: skip
+    # its init path names a folder that is not here, and even the wrong network: the
+    # weights it started from say which one it was
+    old = "../old/pretrain/plain/model.pt"
+    write_run(res, "seed3/direct/w2a2", stage="direct", method="direct", seed=3, init=old,
+              init_weights_digest="bbbb", weights_digest="cccc", history=False)  # fmt: skip
+    write_run(res, "seed3/bit-decay/w2a2", stage="bit-decay", method="pq", seed=3, init=old,
+              init_weights_digest="ffff", history=False)  # fmt: skip
+    nets = collect(res).nets
+    roots = dict(zip(nets["run"], fp_roots(nets), strict=True))
+    assert roots["seed3/direct/w2a2"] == str(res / "seed0" / "pretrain" / "clip")
+    assert roots["seed3/bit-decay/w2a2"] == old  # no such weights here: the path
