@@ -30,7 +30,11 @@ cd "$(dirname "$0")"
 # this checkout's lowbit (../..), not whichever one the venv's editable install points at
 export PYTHONPATH="$(cd ../.. && pwd)${PYTHONPATH:+:$PYTHONPATH}"
 if [ -n "${LOWBIT_VENV:-}" ]; then PATH="$LOWBIT_VENV/bin:$PATH"; fi
-STAGES=(direct quantize-weights quantize-activations bit-decay stochastic-precision distill ts-pq-kd)
+# TS+PQ+KD first: its round checkpoints (two networks with their optimisers, 4.5 MB a round,
+# 4-6 rounds) are the largest, so what is still running when a machine goes is a small one
+# that `--save` keeps (STATE_MAX_MB). The order changes no result: every stage starts from
+# the FP networks (quantize-activations from quantize-weights) and seeds its own runs.
+STAGES=(ts-pq-kd direct quantize-weights quantize-activations bit-decay stochastic-precision distill)
 RESULTS=${RESULTS:-results}
 
 digest() { python -c 'from lowbit.training.rounds import code_digest; print(code_digest())'; }
@@ -86,6 +90,14 @@ for seed in "$@"; do
   mkdir -p "runs/seed$seed"
   if [ "$seed" != 0 ]; then ln -sfn ../seed0/pretrain "runs/seed$seed/pretrain"; fi
   for stage in "${STAGES[@]}"; do
+    if [ "$stage" = ts-pq-kd ] && [ ! -f "runs/seed$seed/.done-$stage" ]; then
+      # one bit-width a step: a finished one drops its round checkpoints (--all keeps
+      # them until both are done), so at most one run's rounds are in flight
+      for bits in 2 4; do
+        step "runs/seed$seed/.done-$stage-$bits" lowbit stage "$stage" --bits "$bits" "${sets[@]}"
+      done
+      touch "runs/seed$seed/.done-$stage"
+    fi
     step "runs/seed$seed/.done-$stage" lowbit stage "$stage" --all "${sets[@]}"
   done
   step "runs/seed$seed/.done-archive" lowbit archive --to "$RESULTS" "${sets[@]}"
