@@ -45,6 +45,7 @@ CLOSE_TO_FP_METHOD = "ts+pq+kd"
 MULTI_ROUND = ("ts", "pq")
 # The arms of a claim: runs grouped by these columns, each group one method's seeds.
 GROUP = ["method", "bits"]
+FP_ARM = ("fp", "FP")  # the plain FP network's arm
 # The shared-FP paired test's note: the verdict is about that one FP network, whose own
 # seed-to-seed spread the study did not measure
 SHARED_FP = "one FP network shared by every seed: its top-1 is a constant"
@@ -125,8 +126,9 @@ class _Runs:
         self, keys: list[tuple[str, str]], weights: list[float], margin: float
     ) -> stats.OneSided:
         arms = [self.arms[k] for k in keys]
-        shared = pairing.shared_fp(arms)
-        if shared is not None:  # one FP network for every seed: its top-1 is a constant
+        # the FP arm alone may be a constant: a method with one seed is no shared network
+        fp = keys.index(FP_ARM) if FP_ARM in keys else None
+        if fp is not None and pairing.shared_fp(arms) == fp:  # one FP network, every seed's
             seeds = sorted(next(a for a in arms if len(a) > 1)["seed"])
             aligned = [[float(a["best_top1"].iloc[0])] * len(seeds) if len(a) == 1 else
                        list(a.set_index("seed").loc[seeds, "best_top1"]) for a in arms]  # fmt: skip
@@ -177,12 +179,12 @@ def _vs_direct_and_kd(runs: _Runs, bits: str) -> list[Claim]:
 
 def _close_to_fp(runs: _Runs) -> list[Claim]:
     w4 = _plain(runs.methods("W4A4"))
-    if ("fp", "FP") not in runs.arms or not w4:
+    if FP_ARM not in runs.arms or not w4:
         return []
     cands = [CLOSE_TO_FP_METHOD] if CLOSE_TO_FP_METHOD in w4 else w4
     text = f"W4A4 within {CLOSE_TO_FP:g} point of FP ({{}} at W4A4 minus FP, non-inferiority)"
     found = [
-        runs.claim(text.format(m), [(m, "W4A4"), ("fp", "FP")], [1, -1], MARGIN_CLOSE_TO_FP)
+        runs.claim(text.format(m), [(m, "W4A4"), FP_ARM], [1, -1], MARGIN_CLOSE_TO_FP)
         for m in cands
     ]
     if len(found) == 1:

@@ -26,26 +26,25 @@ def _location(run: str) -> tuple[str, ...]:
 
 def fp_roots(sub: pd.DataFrame) -> list[str | None]:
     """Per row of `sub` (one model and dataset): the run folder (run_path) its init chain
-    starts from. A run with init "scratch" (FP pretraining) is its own start; a run
-    initialised from "<runs_dir>/<stage>/<slug>/model.pt" continues with that run of the
-    same seed in the same folder of runs; a path that matches no run is itself the start;
-    no init recorded: None (unknown). A run that recorded the weights it started from
-    (init_weights_digest) continues with the run whose final weights they are, wherever
-    its files are, and with none if no run has them. Without them, an init that names no
-    run of its own folder is looked up elsewhere (`_elsewhere`): a study whose seeds share
-    seed 0's FP network names one start for every seed."""
+    starts from. A run with init "scratch" (FP pretraining) is its own start; no init
+    recorded: None (unknown). A run that recorded the weights it started from
+    (init_weights_digest) continues with the run whose final weights they are, wherever its
+    files are. Otherwise its init path "<runs_dir>/<stage>/<slug>/model.pt" is followed:
+    to that run in the same seed folder, else in the seed folder the path names, else to
+    the only run at that place (`_elsewhere`: a study whose seeds share seed 0's FP network
+    names one start for every seed); a run that recorded other weights is never taken for
+    it. A path that leads to no run is itself the start."""
     paths = [str(p) for p in (sub["run_path"] if "run_path" in sub else sub["run"])]
     info = {p: (r.seed, r.run, r.init) for p, r in zip(paths, sub.itertuples(), strict=True)}
     made, started = _digests(sub, paths)
-
-    def folder(path: str) -> tuple:  # the seed and the folder holding its runs
-        seed, run, _ = info[path]
-        parts = PurePosixPath(path).parts
-        return seed, parts[: len(parts) - len(_location(run))]
-
+    digested = {p for p, d in zip(paths, _column(sub, "weights_digest", len(paths)), strict=True)
+                if isinstance(d, str) and d}  # fmt: skip
+    locs = {p: _location(info[p][1]) for p in paths}
     siblings: dict[tuple, list[str]] = {}
-    for p in paths:
-        siblings.setdefault(folder(p), []).append(p)
+    for p in paths:  # by seed and the folder holding its runs
+        parts = PurePosixPath(p).parts
+        siblings.setdefault((info[p][0], parts[: len(parts) - len(locs[p])]), []).append(p)
+    folder = {p: key for key, ps in siblings.items() for p in ps}
 
     def root(path: str) -> str | None:
         for _ in range(len(paths) + 1):  # a chain visits each run at most once
@@ -54,17 +53,14 @@ def fp_roots(sub: pd.DataFrame) -> list[str | None]:
                 return None
             if init == "scratch":
                 return path
-            if path in started:  # by the weights themselves: no run ended with them, no start
-                if started[path] not in made:
-                    return init
+            if started.get(path) in made:  # by the weights themselves
                 path = made[started[path]]
                 continue
             parent = PurePosixPath(init).parent.parts
-            found = [
-                (len(loc), p)
-                for p in siblings[folder(path)]
-                if parent[-len(loc := _location(info[p][1])) :] == loc
-            ] or _elsewhere(parent, folder(path)[1], siblings)
+            found = _in_own_folder(parent, folder[path][1], siblings[folder[path]], locs)
+            found = found or _elsewhere(parent, folder[path][1], siblings)
+            if path in started:  # its start had a digest that no run here ended with
+                found = [f for f in found if f[1] not in digested]
             if not found:
                 return init
             path = max(found)[1]
@@ -77,15 +73,30 @@ def _digests(sub: pd.DataFrame, paths: list[str]) -> tuple[dict[str, str], dict[
     """({weights digest: the run that ended with those weights}, {run: the digest of the
     weights it started from}); runs without the columns (older ones) are in neither. Of
     two runs with the same final weights (one network in two folders) the first path."""
+    ends = sorted(zip(paths, _column(sub, "weights_digest", len(paths)), strict=True))
+    made = {d: p for p, d in reversed(ends) if isinstance(d, str) and d}  # first path wins
+    starts = zip(paths, _column(sub, "init_weights_digest", len(paths)), strict=True)
+    return made, {p: d for p, d in starts if isinstance(d, str) and d}
 
-    def column(name: str) -> list:
-        return list(sub[name]) if name in sub else [None] * len(paths)
 
-    ends = sorted(zip(paths, column("weights_digest"), strict=True), reverse=True)
-    made = {d: p for p, d in ends if isinstance(d, str) and d}  # the first path last: kept
-    started = {p: d for p, d in zip(paths, column("init_weights_digest"), strict=True)
-               if isinstance(d, str) and d}  # fmt: skip
-    return made, started
+def _column(sub: pd.DataFrame, name: str, n: int) -> list:
+    """A column's values; None for each row when the runs are older than the column."""
+    return list(sub[name]) if name in sub else [None] * n
+
+
+def _in_own_folder(parent: tuple[str, ...], here: tuple[str, ...], own: list[str],
+                   locs: dict[str, tuple[str, ...]]) -> list[tuple[int, str]]:  # fmt: skip
+    """The runs of the folder `here` at the place an init's folder `parent` names, as
+    (rank, path); none when the init names another seed's folder ("runs/seed0/pretrain/fp"
+    read in seed2/, which may hold an FP network of its own)."""
+    found = []
+    for p in own:
+        loc = locs[p]
+        named = parent[-len(loc) - 1 : -len(loc)]
+        other_seed = bool(named) and _SEED_FOLDER.fullmatch(named[0]) and named != here[-1:]
+        if parent[-len(loc) :] == loc and not other_seed:
+            found.append((len(loc), p))
+    return found
 
 
 def _elsewhere(parent: tuple[str, ...], here: tuple[str, ...],

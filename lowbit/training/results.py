@@ -72,10 +72,7 @@ def run_metrics(
         "extra_epochs": budget - last.epochs if isinstance(p, Quantized) else 0,
         "networks": len(nets),
         "init": plan.init.source,
-        "weights_digest": checkpoint.weights_digest(engine.unwrap(nets["student"]).state_dict()),
-        "init_weights_digest": (
-            checkpoint.weights_digest(plan.init.state) if plan.init.state is not None else None
-        ),
+        **_digests(plan, nets["student"]),
         "data_epochs": st.data_epochs,
         "annealed": st.annealed,
     }
@@ -88,6 +85,16 @@ def run_metrics(
     # through the one schema the report reads (lowbit.metrics): a field the report would
     # reject fails here, before anything is written
     return RunMetrics.model_validate(m).model_dump(exclude_none=True)
+
+
+def _digests(plan: Plan, student: nn.Module) -> dict[str, str | None]:
+    """The final network and its start by their weights (lowbit.checkpoint.weights_digest):
+    the report follows init chains by them, wherever the files moved."""
+    start = plan.init.state
+    return {
+        "weights_digest": checkpoint.weights_digest(engine.unwrap(student).state_dict()),
+        "init_weights_digest": checkpoint.weights_digest(start) if start is not None else None,
+    }
 
 
 def write_outputs(

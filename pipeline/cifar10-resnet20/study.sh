@@ -72,6 +72,11 @@ for dir in state/seed*/; do  # a fresh machine: restore; never over newer files
   if [ -d "$dir" ] && [ ! -e "runs/$seed" ]; then mkdir -p runs && cp -a "$dir" "runs/$seed"; fi
 done
 
+stage_bits() {  # the bit-widths params.yaml trains a stage at (pipeline.stage_bits, .bits)
+  python -c 'import sys, yaml; p = yaml.safe_load(open("params.yaml"))["pipeline"]
+print(*(p.get("stage_bits") or {}).get(sys.argv[1], p["bits"]))' "$1"
+}
+
 step() {  # step <done-marker> lowbit stage ... : run once, then mark it done
   local marker=$1; shift
   if [ -f "$marker" ]; then echo "study: done already: $*"; return; fi
@@ -93,7 +98,7 @@ for seed in "$@"; do
     if [ "$stage" = ts-pq-kd ] && [ ! -f "runs/seed$seed/.done-$stage" ]; then
       # one bit-width a step: a finished one drops its round checkpoints (--all keeps
       # them until both are done), so at most one run's rounds are in flight
-      for bits in 2 4; do
+      for bits in $(stage_bits "$stage"); do
         step "runs/seed$seed/.done-$stage-$bits" lowbit stage "$stage" --bits "$bits" "${sets[@]}"
       done
       touch "runs/seed$seed/.done-$stage"

@@ -228,7 +228,9 @@ def test_every_seed_s_runs_start_at_the_one_fp_network_of_seed0(tmp_path: Path, 
     roots = dict(zip(nets["run"], fp_roots(nets), strict=True))
     named = init.format(seed=1) == "runs/seed0/pretrain/clip/model.pt"
     assert roots["seed1/direct/w4a4"] == (clip if named else init.format(seed=1))
-    assert roots["seed2/direct/w4a4"] == str(runs / "seed2" / "pretrain" / "clip")
+    # seed 2's own network, unless its init names seed 0's
+    own = str(runs / "seed2" / "pretrain" / "clip")
+    assert roots["seed2/direct/w4a4"] == (clip if named else own)
 
 
 def test_the_claims_compare_with_the_plain_fp_network_shared_by_every_seed(
@@ -263,3 +265,22 @@ def test_the_fp_start_is_found_by_the_weights_wherever_the_files_moved(tmp_path:
     roots = dict(zip(nets["run"], fp_roots(nets), strict=True))
     assert roots["seed3/direct/w2a2"] == str(res / "seed0" / "pretrain" / "clip")
     assert roots["seed3/bit-decay/w2a2"] == old  # no such weights here: the path
+    # an FP network older than the digests is still found by the path, a digested one never
+    write_run(res, "seed3/pretrain/plain", stage="pretrain", method="fp", w_bits=32, a_bits=32,
+              seed=3, init="scratch", history=False)  # fmt: skip
+    nets = collect(res).nets
+    roots = dict(zip(nets["run"], fp_roots(nets), strict=True))
+    assert roots["seed3/bit-decay/w2a2"] == str(res / "seed3" / "pretrain" / "plain")
+
+
+def test_only_the_fp_network_is_a_shared_constant(tmp_path: Path) -> None:
+    # a direct run trained from scratch, one seed: its start is itself, as an FP network's
+    # is, but a method with one seed stays untested
+    runs = _shared_fp_study(tmp_path / "results", {"ts+pq+kd": [79.4, 79.5, 79.3]},
+                            "runs/seed{seed}/pretrain/clip/model.pt")  # fmt: skip
+    write_run(runs, "seed0/direct/w4a4", stage="direct", method="direct", w_bits=4, a_bits=4,
+              fp_start="clip", best_top1=78.0, init="scratch", history=False)  # fmt: skip
+    found = {c.text.split(" at ")[0]: c.test for c in
+             claims_of(collect(runs).nets, "resnet20", "digits", "clip start")}  # fmt: skip
+    assert not found["ts+pq+kd beats direct"].tested  # n = 3, 1: no test
+    assert found["W4A4 within 1 point of FP (ts+pq+kd"].why.startswith("one FP network")
