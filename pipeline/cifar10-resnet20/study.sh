@@ -34,7 +34,8 @@ if [ -n "${LOWBIT_VENV:-}" ]; then PATH="$LOWBIT_VENV/bin:$PATH"; fi
 # 4-6 rounds) are the largest, so what is still running when a machine goes is a small one
 # that `--save` keeps (STATE_MAX_MB). The order changes no result: every stage starts from
 # the FP networks (quantize-activations from quantize-weights) and seeds its own runs.
-STAGES=(ts-pq-kd direct quantize-weights quantize-activations bit-decay stochastic-precision distill)
+# STUDY_STAGES overrides the order, e.g. small stages first when little time is left.
+read -r -a STAGES <<< "${STUDY_STAGES:-ts-pq-kd direct quantize-weights quantize-activations bit-decay stochastic-precision distill}"
 RESULTS=${RESULTS:-results}
 
 digest() { python -c 'from lowbit.training.rounds import code_digest; print(code_digest())'; }
