@@ -102,8 +102,8 @@ class _Runs:
     """Per GROUP (method, bits): the seeds' best-epoch top-1, FP starts and run flags."""
 
     def __init__(self, sub: pd.DataFrame, where: tuple[str, str]) -> None:
-        own = sub["run_path"] if "run_path" in sub else sub["run"]
-        sub = sub.assign(start=sub["root"] == own.astype(str))  # an FP network: its own start
+        # an FP network is its own start
+        sub = sub.assign(start=sub["root"] == pd.Series(pairing.run_paths(sub), index=sub.index))
         self.where = where
         self.arms: dict[tuple[str, str], pd.DataFrame] = {}
         self.flags: dict[tuple[str, str], tuple[str, ...]] = {}

@@ -34,11 +34,12 @@ def fp_roots(sub: pd.DataFrame) -> list[str | None]:
     the only run at that place (`_elsewhere`: a study whose seeds share seed 0's FP network
     names one start for every seed); a run that recorded other weights is never taken for
     it. A path that leads to no run is itself the start."""
-    paths = [str(p) for p in (sub["run_path"] if "run_path" in sub else sub["run"])]
+    paths = run_paths(sub)
     info = {p: (r.seed, r.run, r.init) for p, r in zip(paths, sub.itertuples(), strict=True)}
-    made, started = _digests(sub, paths)
-    digested = {p for p, d in zip(paths, _column(sub, "weights_digest", len(paths)), strict=True)
-                if isinstance(d, str) and d}  # fmt: skip
+    ended = _digests(sub, paths, "weights_digest")
+    started = _digests(sub, paths, "init_weights_digest")
+    # digest -> the run that ended with it; of one network in two folders, the first path
+    made = {d: p for p, d in sorted(ended.items(), reverse=True)}
     locs = {p: _location(info[p][1]) for p in paths}
     siblings: dict[tuple, list[str]] = {}
     for p in paths:  # by seed and the folder holding its runs
@@ -60,7 +61,7 @@ def fp_roots(sub: pd.DataFrame) -> list[str | None]:
             found = _in_own_folder(parent, folder[path][1], siblings[folder[path]], locs)
             found = found or _elsewhere(parent, folder[path][1], siblings)
             if path in started:  # its start had a digest that no run here ended with
-                found = [f for f in found if f[1] not in digested]
+                found = [f for f in found if f[1] not in ended]
             if not found:
                 return init
             path = max(found)[1]
@@ -69,19 +70,16 @@ def fp_roots(sub: pd.DataFrame) -> list[str | None]:
     return [root(p) for p in paths]
 
 
-def _digests(sub: pd.DataFrame, paths: list[str]) -> tuple[dict[str, str], dict[str, str]]:
-    """({weights digest: the run that ended with those weights}, {run: the digest of the
-    weights it started from}); runs without the columns (older ones) are in neither. Of
-    two runs with the same final weights (one network in two folders) the first path."""
-    ends = sorted(zip(paths, _column(sub, "weights_digest", len(paths)), strict=True))
-    made = {d: p for p, d in reversed(ends) if isinstance(d, str) and d}  # first path wins
-    starts = zip(paths, _column(sub, "init_weights_digest", len(paths)), strict=True)
-    return made, {p: d for p, d in starts if isinstance(d, str) and d}
+def run_paths(sub: pd.DataFrame) -> list[str]:
+    """Each row's run folder: run_path, or run where a frame has no run_path."""
+    return [str(p) for p in (sub["run_path"] if "run_path" in sub else sub["run"])]
 
 
-def _column(sub: pd.DataFrame, name: str, n: int) -> list:
-    """A column's values; None for each row when the runs are older than the column."""
-    return list(sub[name]) if name in sub else [None] * n
+def _digests(sub: pd.DataFrame, paths: list[str], column: str) -> dict[str, str]:
+    """{run: its digest in `column`}; runs older than the column, or without a value
+    (NaN when other runs have one), are left out."""
+    values = sub[column] if column in sub else [None] * len(paths)
+    return {p: d for p, d in zip(paths, values, strict=True) if isinstance(d, str) and d}
 
 
 def _in_own_folder(parent: tuple[str, ...], here: tuple[str, ...], own: list[str],
