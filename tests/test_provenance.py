@@ -1,5 +1,6 @@
 """Provenance: "dirty" means the code changed, not the files a pipeline writes; a model.pt
-carries its resolved config and provenance; the resume fingerprint includes the world
+carries its resolved config and provenance, that of the session that trained it even when
+a finished run is replayed from its checkpoints; the resume fingerprint includes the world
 size; `lowbit show-report` renders on a terminal and stays raw when piped."""
 
 from __future__ import annotations
@@ -7,8 +8,10 @@ from __future__ import annotations
 import json
 import os
 import pty
+import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -156,3 +159,21 @@ def test_the_weights_digest_names_the_network_not_the_file(tmp_path):
     assert checkpoint.weights_digest(net.state_dict()) != digest
     renamed = {f"m.{k}": v for k, v in loaded.items()}
     assert checkpoint.weights_digest(renamed) != digest
+
+
+def test_a_replayed_run_keeps_the_provenance_of_the_session_that_trained_it(tmp_path):
+    # `dvc repro` deletes a stage's outputs before running it again; a run whose round
+    # checkpoints are kept is then replayed from them, training nothing: its run.json must
+    # still name the session that trained it, not the one that replayed it
+    params = {**PARAMS, "common": {**PARAMS["common"], "keep_resume": True}}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    for stage in ("prepare", "pretrain"):
+        stage_function(stage)(load_config(stage, tmp_path / "params.yaml"))
+    out = tmp_path / "runs" / "pretrain" / "fp"
+    first = json.loads((out / "run.json").read_text())["provenance"]
+    assert "resumed" not in first
+    shutil.rmtree(out)
+    time.sleep(1.1)  # "started" has one-second resolution: a new session would differ
+    stage_function("pretrain")(load_config("pretrain", tmp_path / "params.yaml"))
+    assert json.loads((out / "run.json").read_text())["provenance"] == first
+    assert checkpoint.load(out / "model.pt")["provenance"] == first

@@ -192,6 +192,8 @@ def read_provenance(run_dir: Path) -> dict[str, Any]:
     return {
         "commit": str(prov.get("git_commit") or "unknown"),
         "dirty": prov.get("git_dirty") is True,
+        # which tracked files differed from the commit (run.json keeps up to 20)
+        "dirty_files": ", ".join(str(f) for f in prov.get("git_dirty_files") or []),
         "device": str(prov.get("device") or "unknown"),
         "hostname": str(prov.get("hostname") or "unknown"),
         "cpu": str(prov.get("cpu") or "unknown"),

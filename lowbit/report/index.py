@@ -55,10 +55,18 @@ def _counts(runs: pd.DataFrame, col: str) -> str:
     return ", ".join(f"`{k}` ({_n_runs(v)})" for k, v in counts.items())
 
 
+def _commit_state(runs: pd.DataFrame) -> pd.Series:
+    """`<commit>`, `<commit> (changed: a.sh, b.py)` or, for runs that did not list the
+    changed files, `<commit> (dirty)`: a reader can judge whether a change touched code."""
+    files = runs.get("dirty_files", pd.Series("", index=runs.index)).fillna("").astype(str)
+    changed = (" (changed: " + files + ")").where(files != "", " (dirty)")
+    return runs["commit"] + changed.where(runs["dirty"].astype(bool), "")
+
+
 def provenance(runs: pd.DataFrame) -> str:
-    """Bullets: commits (dirty flagged), versions, machines, devices, start times."""
+    """Bullets: commits (changed files named), versions, machines, devices, start times."""
     runs = runs.assign(
-        commit_state=runs["commit"] + runs["dirty"].map({True: " (dirty)", False: ""}),
+        commit_state=_commit_state(runs),
         machine=runs["hostname"]
         + ": "
         + runs["cpu"]

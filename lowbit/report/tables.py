@@ -206,7 +206,18 @@ def paper_table(
     rows = _our_rows(sub, cols, fp, decimals) + _ref_rows(refs, cols, decimals)
     frame = pd.DataFrame(rows, columns=["method", "numbers", *cols])
     evaluated = ",".join(sorted(set(sub["evaluated"]), reverse=True))
-    return Table(model, dataset, kind, frame, caption(model, dataset, kind, fp, refs, evaluated))
+    text = caption(model, dataset, kind, fp, refs, evaluated) + _single_runs(sub)
+    return Table(model, dataset, kind, frame, text)
+
+
+def _single_runs(sub: pd.DataFrame) -> str:
+    """Beside cells with several seeds, name the cells that are one run, so a reader does
+    not take a missing n for a missing sd (e.g. one FP network shared by every seed)."""
+    if sub.empty or not (sub["n"] > 1).any():
+        return ""
+    one = sub[sub["n"] == 1].sort_values(["method", "bits"])
+    cells = [f"{m} {b}" for m, b in zip(one["method"], one["bits"], strict=True)]
+    return f" One run each, so no ± and no n: {', '.join(cells)}." if cells else ""
 
 
 def vs_direct(agg: pd.DataFrame, model: str, dataset: str, decimals: int = 1) -> list[str]:

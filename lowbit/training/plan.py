@@ -45,4 +45,5 @@ class Stream:
     images: float = 0.0
     cpu: float = 0.0
     data_epochs: int = 0  # the loader epoch index of the next round's first epoch
+    trained: int = 0  # epochs this process trained, not restored from a checkpoint
     annealed: bool = True  # every round ends below its starting lr

@@ -8,14 +8,12 @@ import json
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
 from lowbit import checkpoint, engine
 from lowbit.config import Quantized, StageConfig
 from lowbit.data.meta import DatasetMeta
 from lowbit.metrics import RunMetrics
-from lowbit.provenance import provenance
 from lowbit.quant.convert import quant_state
 from lowbit.training.convergence import converged, late_gain, late_p
 from lowbit.training.outputs import history_csv, staged_dir
@@ -103,7 +101,7 @@ def write_outputs(
     plan: Plan,
     rows: list[dict[str, float]],
     metrics: dict[str, Any],
-    device: torch.device,
+    prov: dict[str, Any],
 ) -> None:
     nets = plan.nets
     # the resolved config and provenance in the checkpoint too (plain JSON types: it
@@ -112,7 +110,7 @@ def write_outputs(
         "config": cfg.to_dict(),
         # the prepared data's recipe: the report never pools seeds of different data
         "data": DatasetMeta.load(cfg.data_dir).recipe(),
-        "provenance": provenance(cfg.base_dir, device, cfg.common.seed),
+        "provenance": prov,  # lowbit.training.origin: the session that began the run
         "init": plan.init.source,  # where the network started: a stage's output, weights
     }, default=str))  # fmt: skip
     with staged_dir(out_dir) as tmp:

@@ -24,7 +24,8 @@ from lowbit.config import StageConfig
 from lowbit.errors import ConfigError
 from lowbit.methods import add_ons, combine, label
 from lowbit.methods.base import Context, Method
-from lowbit.training import chain
+from lowbit.provenance import provenance
+from lowbit.training import chain, origin
 from lowbit.training.convergence import eval_epochs, quarter_start
 from lowbit.training.live import RunLog, ensure_logging
 from lowbit.training.outputs import locked
@@ -104,7 +105,7 @@ def _train_round(cfg: StageConfig, plan: Plan, i: int, io: tuple, st: Stream) ->
         seed=c.seed + 1000 * i,
         device=device,
         checkpoint=cfg.resume_dir / f"round{i}.pt",
-        fingerprint=fingerprint(cfg, (i, rnd, st.data_epochs, plan.init.digest)),
+        fingerprint=_fingerprint(cfg, plan, i, st.data_epochs),
         progress=progress(cfg),
         eval_every=cfg.params.eval_every,
         eval_at=eval_epochs(rnd.epochs),
@@ -121,17 +122,26 @@ def _train_round(cfg: StageConfig, plan: Plan, i: int, io: tuple, st: Stream) ->
     def log(row: dict[str, float]) -> None:
         st.log.epoch({**row, **marks}, offset + row["epoch"] - 1, rounds)
 
+    replayed: list[int] = []
+
     def restored(rows: list[dict[str, float]]) -> None:
+        replayed.append(len(rows))
         for row in rows:  # a resumed round's live log replays what its checkpoint holds
             log(row)
 
     spec.on_epoch_end, spec.on_resume = log, restored
     hist = engine.fit(trainees, train, val, spec, objective, hooks)
+    st.trained += len(hist.epochs) - sum(replayed)
     st.rows += [{**r, "epoch": offset + r["epoch"], **marks} for r in hist.epochs]
     st.wall += hist.wall_s
     st.cpu += hist.cpu_s
     st.images += hist.images
     st.data_epochs += rnd.epochs
+
+
+def _fingerprint(cfg: StageConfig, plan: Plan, i: int, data_epochs: int) -> str:
+    """Round `i`'s checkpoint key: the config, the round, where its data starts, the init."""
+    return fingerprint(cfg, (i, plan.rounds[i], data_epochs, plan.init.digest))
 
 
 def train_plan(cfg: StageConfig, plan: Plan, io: tuple) -> dict[str, Any]:
@@ -148,11 +158,15 @@ def train_plan(cfg: StageConfig, plan: Plan, io: tuple) -> dict[str, Any]:
         # second process must not wipe the log of the one that is running)
         log = RunLog(cfg.live if rank0 else None, f"{cfg.stage} {cfg.run.slug()}", [*plan.nets])
         st = Stream(log, data_epochs=plan.init.data_epochs, annealed=annealed)
+        now = provenance(cfg.base_dir, device, cfg.common.seed)
+        key = _fingerprint(cfg, plan, 0, plan.init.data_epochs)
+        first = origin.begin(cfg.resume_dir, key, now) if rank0 else {}
         for i in range(len(plan.rounds)):
             _train_round(cfg, plan, i, io, st)
         metrics = run_metrics(cfg, plan, st, plan.nets)
         if rank0:
-            write_outputs(cfg, out_dir, plan, st.rows, metrics, device)
+            prov = origin.finish(cfg.resume_dir, first, now, st.trained)
+            write_outputs(cfg, out_dir, plan, st.rows, metrics, prov)
             log.close(metrics)
     if rank0 and not cfg.common.keep_resume:
         shutil.rmtree(cfg.resume_dir, True)

@@ -212,6 +212,11 @@ def test_killed_stage_resumes_to_the_uninterrupted_result(base, tmp_path, stage,
     # processes on one host (reports/bench/determinism*.md, 1 and 2 threads, AVX2 and
     # AVX512), so any difference here is the resume's
     assert differences(ref_dir, out_dir) == [], "resumed run differs from the uninterrupted one"
+    # run.json names the session that began the run and the one that finished it
+    prov = json.loads((out_dir / "run.json").read_text())["provenance"]
+    assert "resumed" not in json.loads((ref_dir / "run.json").read_text())["provenance"]
+    assert len(prov["resumed"]) == 1 and prov["resumed"][0]["started"] >= prov["started"]
+    assert 1 <= prov["resumed"][0]["epochs"] < len(history(out_dir))
     # the dvclive log of the resumed run equals the uninterrupted one, file for file
     want = live_files(ref_dir.parents[2], stage, slug)
     assert want and "metrics.json" in want and "plots/metrics/val/top1.tsv" in want

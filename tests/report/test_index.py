@@ -26,3 +26,13 @@ def test_one_host_kind_promises_the_same_bytes():
 def test_several_host_kinds_promise_seed_noise_only():
     text = provenance(_runs(["Xeon", "Xeon"], ["AVX512", "AVX2"]))  # one model, other kernels
     assert "come from 2 host kinds or software stacks" in text and "within seed noise" in text
+
+
+def test_a_changed_checkout_names_its_changed_files():
+    runs = _runs(["Xeon"] * 3, ["AVX512"] * 3).assign(
+        dirty=[True, True, False], dirty_files=["study.sh", "", ""]
+    )
+    text = provenance(runs)
+    assert "`abc (changed: study.sh)` (1 run)" in text
+    assert "`abc (dirty)` (1 run)" in text  # an older run.json without the file list
+    assert "`abc` (1 run)" in text

@@ -132,3 +132,17 @@ def test_vs_direct_and_summary(tmp_path: Path) -> None:
     assert summary["resnet18/imagenet/fp"] == 69.9  # a second model/dataset is keyed
     cells = [v for v in summary.values() if isinstance(v, dict)]
     assert all(isinstance(v, float) for cell in cells for v in cell.values())
+
+
+def test_caption_names_the_single_run_cells_beside_seeded_ones(tmp_path: Path) -> None:
+    write_run(tmp_path, "fp", method="fp", w_bits=32, a_bits=32, best_top1=95.0)
+    for seed in (0, 1):
+        write_run(tmp_path, f"ts{seed}", seed=seed, best_top1=90.0 + seed)
+    agg = aggregate(collect(tmp_path).nets)
+    text = paper_table(agg, NO_REF, "resnet20", "digits", "best").caption
+    assert text.endswith("One run each, so no ± and no n: fp FP.")
+    single = tmp_path / "single"
+    write_run(single, "fp", method="fp", w_bits=32, a_bits=32, best_top1=95.0)
+    write_run(single, "ts", best_top1=91.0)  # every cell one run: nothing to tell apart
+    agg = aggregate(collect(single).nets)
+    assert "One run each" not in paper_table(agg, NO_REF, "resnet20", "digits", "best").caption
