@@ -177,6 +177,20 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def versions_text(prov: dict[str, Any]) -> str:
+    """ "dvc 3.67.1, torch 2.14.1, …" from a provenance's versions."""
+    versions = prov.get("versions") or "unknown"
+    if isinstance(versions, dict):
+        versions = ", ".join(f"{k} {v}" for k, v in sorted(versions.items()))
+    return str(versions)
+
+
+def stack_text(prov: dict[str, Any]) -> str:
+    """A host kind and software stack: CPU model / SIMD kernels / package versions."""
+    cpu, cap = prov.get("cpu") or "unknown", prov.get("cpu_capability") or "unknown"
+    return f"{cpu} / {cap} / {versions_text(prov)}"
+
+
 def read_provenance(run_dir: Path) -> dict[str, Any]:
     """Provenance of one run from its run.json; "unknown" fields when the file is absent."""
     path = run_dir / "run.json"
@@ -185,10 +199,8 @@ def read_provenance(run_dir: Path) -> dict[str, Any]:
     config = raw.get("config") or {}
     if not isinstance(prov, dict) or not isinstance(config, dict):
         raise LowbitError(f"{path}: 'provenance' and 'config' must be objects")
-    versions = prov.get("versions") or "unknown"
-    if isinstance(versions, dict):
-        versions = ", ".join(f"{k} {v}" for k, v in sorted(versions.items()))
     threads = prov.get("threads")
+    later = [r for r in prov.get("resumed") or [] if isinstance(r, dict)]
     return {
         "commit": str(prov.get("git_commit") or "unknown"),
         "dirty": prov.get("git_dirty") is True,
@@ -200,7 +212,11 @@ def read_provenance(run_dir: Path) -> dict[str, Any]:
         "cpu_capability": str(prov.get("cpu_capability") or "unknown"),
         "threads": str(threads) if threads is not None else "?",
         "started": str(prov.get("started") or ""),
-        "versions": str(versions),
+        "versions": versions_text(prov),
+        # later sessions that trained the run (lowbit.training.origin), and the software
+        # stacks they trained on: a resume on another stack changes what a rerun promises
+        "resumed": len(later),
+        "resumed_stacks": "\n".join(stack_text(r) for r in later),
         "config": config,
         "data": raw.get("data") if isinstance(raw.get("data"), dict) else {},
         "has_run_json": path.is_file(),

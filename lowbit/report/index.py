@@ -85,6 +85,11 @@ def provenance(runs: pd.DataFrame) -> str:
     missing = runs.loc[~runs["has_run_json"], "run"].tolist()
     if missing:
         lines.append(f"- no run.json (provenance unknown): {', '.join(missing)}")
+    resumed = runs.loc[runs.get("resumed", pd.Series(0, index=runs.index)).fillna(0) > 0, "run"]
+    if len(resumed):
+        lines.append(
+            f"- resumed by a later session (run.json: provenance.resumed): {', '.join(resumed)}"
+        )
     lines.append(f"- {reproducibility(runs)}")
     return "\n".join(lines) + "\n"
 
@@ -94,7 +99,8 @@ def reproducibility(runs: pd.DataFrame) -> str:
     versions) gives bitwise-equal reruns; another gives numbers within seed noise."""
     stack = runs["cpu"].astype(str) + " / " + runs.get("cpu_capability", "?").astype(str)
     stack = stack + " / " + runs["versions"].astype(str)
-    n = stack.nunique()
+    later = runs.get("resumed_stacks", pd.Series("", index=runs.index)).fillna("").astype(str)
+    n = len(set(stack) | {s for text in later for s in text.split("\n") if s})
     if n <= 1:
         return (
             "reproducibility: every run comes from one kind of host and one software stack; "

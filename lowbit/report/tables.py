@@ -215,8 +215,10 @@ def _single_runs(sub: pd.DataFrame) -> str:
     not take a missing n for a missing sd (e.g. one FP network shared by every seed)."""
     if sub.empty or not (sub["n"] > 1).any():
         return ""
-    one = sub[sub["n"] == 1].sort_values(["method", "bits"])
-    cells = [f"{m} {b}" for m, b in zip(one["method"], one["bits"], strict=True)]
+    one = sub[sub["n"] == 1]
+    keys = zip(one["role"], one["method"], one["bits"], strict=True)
+    ordered = sorted(set(keys), key=lambda k: (method_key(k[1], k[0]), k[2]))
+    cells = list(dict.fromkeys(f"{m} {b}" for _, m, b in ordered))  # in the table's order
     return f" One run each, so no ± and no n: {', '.join(cells)}." if cells else ""
 
 

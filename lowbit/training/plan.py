@@ -11,6 +11,7 @@ from lowbit.methods.base import Recipe
 from lowbit.methods.rounds import Round
 from lowbit.training.chain import Init
 from lowbit.training.live import RunLog
+from lowbit.training.origin import Origin
 
 
 @dataclass
@@ -45,5 +46,5 @@ class Stream:
     images: float = 0.0
     cpu: float = 0.0
     data_epochs: int = 0  # the loader epoch index of the next round's first epoch
-    trained: int = 0  # epochs this process trained, not restored from a checkpoint
+    origin: Origin | None = None  # rank 0: the sessions that trained the run
     annealed: bool = True  # every round ends below its starting lr

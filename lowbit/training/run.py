@@ -25,9 +25,10 @@ from lowbit.errors import ConfigError
 from lowbit.methods import add_ons, combine, label
 from lowbit.methods.base import Context, Method
 from lowbit.provenance import provenance
-from lowbit.training import chain, origin
+from lowbit.training import chain
 from lowbit.training.convergence import eval_epochs, quarter_start
 from lowbit.training.live import RunLog, ensure_logging
+from lowbit.training.origin import Origin
 from lowbit.training.outputs import locked
 from lowbit.training.plan import Plan, Stream
 from lowbit.training.results import run_metrics, write_outputs
@@ -88,6 +89,26 @@ def _rank0_lock(out_dir: Path, lock: Path, rank0: bool) -> Any:
         yield
 
 
+def _epoch_callbacks(st: Stream, marks: dict[str, int], offset: int, n_rounds: int) -> tuple:
+    """(on_epoch_end, on_resume) of one round: both log its epochs to the live log; a
+    trained epoch also goes on the run's record of sessions (lowbit.training.origin)."""
+    rounds = f"{marks['round']}/{n_rounds}"
+
+    def log(row: dict[str, float]) -> None:
+        st.log.epoch({**row, **marks}, offset + row["epoch"] - 1, rounds)
+
+    def trained(row: dict[str, float]) -> None:
+        log(row)
+        if st.origin is not None:  # after the epoch's checkpoint: the record follows it
+            st.origin.trained_epoch()
+
+    def restored(rows: list[dict[str, float]]) -> None:
+        for row in rows:  # a resumed round's live log replays what its checkpoint holds
+            log(row)
+
+    return trained, restored
+
+
 def _train_round(cfg: StageConfig, plan: Plan, i: int, io: tuple, st: Stream) -> None:
     """Train round `i` of `plan` (resuming from its checkpoint) and append its history."""
     train, val, device = io[:3]
@@ -117,21 +138,8 @@ def _train_round(cfg: StageConfig, plan: Plan, i: int, io: tuple, st: Stream) ->
     objective = recipe.objective(nets) if recipe.objective is not None else None
     offset = len(st.rows)
     marks = {"round": i + 1, "w_bits": rnd.w_bits, "a_bits": rnd.a_bits}
-    rounds = f"{i + 1}/{len(plan.rounds)}"
-
-    def log(row: dict[str, float]) -> None:
-        st.log.epoch({**row, **marks}, offset + row["epoch"] - 1, rounds)
-
-    replayed: list[int] = []
-
-    def restored(rows: list[dict[str, float]]) -> None:
-        replayed.append(len(rows))
-        for row in rows:  # a resumed round's live log replays what its checkpoint holds
-            log(row)
-
-    spec.on_epoch_end, spec.on_resume = log, restored
+    spec.on_epoch_end, spec.on_resume = _epoch_callbacks(st, marks, offset, len(plan.rounds))
     hist = engine.fit(trainees, train, val, spec, objective, hooks)
-    st.trained += len(hist.epochs) - sum(replayed)
     st.rows += [{**r, "epoch": offset + r["epoch"], **marks} for r in hist.epochs]
     st.wall += hist.wall_s
     st.cpu += hist.cpu_s
@@ -158,15 +166,15 @@ def train_plan(cfg: StageConfig, plan: Plan, io: tuple) -> dict[str, Any]:
         # second process must not wipe the log of the one that is running)
         log = RunLog(cfg.live if rank0 else None, f"{cfg.stage} {cfg.run.slug()}", [*plan.nets])
         st = Stream(log, data_epochs=plan.init.data_epochs, annealed=annealed)
-        now = provenance(cfg.base_dir, device, cfg.common.seed)
-        key = _fingerprint(cfg, plan, 0, plan.init.data_epochs)
-        first = origin.begin(cfg.resume_dir, key, now) if rank0 else {}
+        if rank0:  # only rank 0 writes outputs, so only rank 0 keeps the record
+            key = _fingerprint(cfg, plan, 0, plan.init.data_epochs)
+            now = provenance(cfg.base_dir, device, cfg.common.seed)
+            st.origin = Origin.open(cfg.resume_dir, key, now)
         for i in range(len(plan.rounds)):
             _train_round(cfg, plan, i, io, st)
         metrics = run_metrics(cfg, plan, st, plan.nets)
-        if rank0:
-            prov = origin.finish(cfg.resume_dir, first, now, st.trained)
-            write_outputs(cfg, out_dir, plan, st.rows, metrics, prov)
+        if st.origin is not None:
+            write_outputs(cfg, out_dir, plan, st.rows, metrics, st.origin.provenance())
             log.close(metrics)
     if rank0 and not cfg.common.keep_resume:
         shutil.rmtree(cfg.resume_dir, True)

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pandas as pd
 
 from lowbit.report.index import provenance
@@ -36,3 +38,28 @@ def test_a_changed_checkout_names_its_changed_files():
     assert "`abc (changed: study.sh)` (1 run)" in text
     assert "`abc (dirty)` (1 run)" in text  # an older run.json without the file list
     assert "`abc` (1 run)" in text
+
+
+def test_a_run_resumed_on_another_stack_counts_that_stack_and_is_named():
+    runs = _runs(["Xeon", "Xeon"], ["AVX512", "AVX512"]).assign(
+        resumed=[0, 1], resumed_stacks=["", "EPYC / AVX2 / torch 2.14.1"]
+    )
+    text = provenance(runs)
+    assert "come from 2 host kinds or software stacks" in text
+    assert "resumed by a later session (run.json: provenance.resumed): r1" in text
+    same = runs.assign(resumed_stacks=["", "Xeon / AVX512 / torch 2.14.1"])
+    assert "one kind of host and one software stack" in provenance(same)
+
+
+def test_run_json_s_resumed_sessions_become_their_stacks(tmp_path):
+    from lowbit.report.collect import read_provenance
+
+    first = {"cpu": "Xeon", "cpu_capability": "AVX512", "versions": {"torch": "2.14.1"}}
+    later = {"cpu": "EPYC", "cpu_capability": "AVX2", "versions": {"torch": "2.14.1"}}
+    (tmp_path / "run.json").write_text(
+        json.dumps({"provenance": {**first, "resumed": [{**later, "epochs": 2}]}})
+    )
+    prov = read_provenance(tmp_path)
+    assert prov["resumed"] == 1 and prov["resumed_stacks"] == "EPYC / AVX2 / torch 2.14.1"
+    (tmp_path / "run.json").write_text(json.dumps({"provenance": first}))  # an older run
+    assert read_provenance(tmp_path)["resumed"] == 0
