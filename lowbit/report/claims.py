@@ -54,7 +54,8 @@ INTRO = (
     "Verdicts from the seeds of each method (docs/paper.md §6; rules and margins, fixed "
     "before any data, in docs/claims.md), whatever they say: a one-sided t test of the "
     "claim's difference in best-epoch top-1 against its margin, **paired** by seed where "
-    "every method ran the same seeds from the same FP network, **Welch** where not; p values "
+    "the methods ran from the same FP network (on the seeds every method ran, when some ran "
+    "more), **Welch** where not; p values "
     "Holm-adjusted over all the claims of this report. **holds**: adjusted p < 0.05; "
     "**does not hold**: the opposite one-sided test's adjusted p < 0.05; **inconclusive**: "
     "neither (beside it, the smallest difference the test could detect with power 0.8); "
@@ -128,6 +129,20 @@ class _Runs:
         arms = [self.arms[k] for k in keys]
         # the FP arm alone may be a constant: a method with one seed is no shared network
         fp = keys.index(FP_ARM) if FP_ARM in keys else None
+        # one FP run (a network shared by every seed) is a constant, not an arm to match
+        out = pairing.matched(arms, fp if fp is not None and len(arms[fp]) == 1 else None)
+        left = [f"{m} {b} seed {s}" for (m, b), o in zip(keys, out, strict=True) for s in sorted(o)]
+        if left:  # paired on the seeds every arm ran
+            arms = [a[~a["seed"].isin(o)] for a, o in zip(arms, out, strict=True)]
+        test = self._test(arms, fp, weights, margin)
+        if left and test.kind == stats.PAIRED:
+            note = f"seeds every arm ran; not used: {', '.join(left)}"
+            test = dataclasses.replace(test, why="; ".join(filter(None, [test.why, note])))
+        return test
+
+    @staticmethod
+    def _test(arms: list[pd.DataFrame], fp: int | None, weights: list[float],
+              margin: float) -> stats.OneSided:  # fmt: skip
         if fp is not None and pairing.shared_fp(arms) == fp:  # one FP network, every seed's
             seeds = sorted(next(a for a in arms if len(a) > 1)["seed"])
             aligned = [[float(a["best_top1"].iloc[0])] * len(seeds) if len(a) == 1 else

@@ -115,6 +115,18 @@ def _elsewhere(parent: tuple[str, ...], here: tuple[str, ...],
     return [(rank, p) for _, rank, p in pick]
 
 
+def matched(arms: list[pd.DataFrame], skip: int | None = None) -> list[set[int]]:
+    """The seeds to leave out of each arm so that every arm (but `skip`, a shared FP
+    network) has the seeds they all ran: a study that adds seeds to some cells first
+    (docs/claims.md) keeps its other claims paired on the seeds they share. Nothing is left
+    out when the arms ran the same seeds or share fewer than 2 (then Welch on all)."""
+    seeds = [set(a["seed"]) for i, a in enumerate(arms) if i != skip]
+    common = set.intersection(*seeds) if seeds else set()
+    if len(common) < 2 or all(s == common for s in seeds):
+        return [set() for _ in arms]
+    return [set() if i == skip else set(a["seed"]) - common for i, a in enumerate(arms)]
+
+
 def unpaired(arms: list[pd.DataFrame]) -> str:
     """Why the arms cannot be paired by seed, "" when they can."""
     if any(a["seed"].duplicated().any() for a in arms):

@@ -89,8 +89,12 @@ def test_paired_where_seeds_and_fp_start_are_shared_welch_where_not(tmp_path: Pa
     assert (found["ts beats direct"].kind, found["ts beats direct"].n) == (PAIRED, (3,))
     ref = stats.ttest_rel(table[("ts", 2)], DIRECT, alternative="greater")
     assert found["ts beats direct"].p == pytest.approx(ref.pvalue)
+    # pq ran seeds 1-3, direct 0-2: paired on the two they share
     pq = found["pq beats direct"]
-    assert (pq.kind, pq.why) == (WELCH, "different seeds")
+    assert (pq.kind, pq.n) == (PAIRED, (2,))
+    assert pq.why == "seeds every arm ran; not used: pq W2A2 seed 3, direct W2A2 seed 0"
+    ref = stats.ttest_rel([56.0, 53.0], DIRECT[1:], alternative="greater")
+    assert pq.p == pytest.approx(ref.pvalue)
     assert found["kd beats direct"].why == "different FP starts"
     assert found["sp beats direct"].why == "FP start unknown"
     ref = stats.ttest_ind(table[("kd", 2)], DIRECT, equal_var=False, alternative="greater")
@@ -284,3 +288,28 @@ def test_only_the_fp_network_is_a_shared_constant(tmp_path: Path) -> None:
              claims_of(collect(runs).nets, "resnet20", "digits", "clip start")}  # fmt: skip
     assert not found["ts+pq+kd beats direct"].tested  # n = 3, 1: no test
     assert found["W4A4 within 1 point of FP (ts+pq+kd"].why.startswith("one FP network")
+
+
+def test_seeds_added_to_some_cells_keep_the_other_claims_paired(tmp_path: Path) -> None:
+    # seeds 3 and 4 added to direct and ts+pq+kd only (docs/claims.md: add seeds where a
+    # verdict is inconclusive): ts stays paired on 0-2, ts+pq+kd is paired on 0-4
+    direct = [*DIRECT, 51.0, 54.0]
+    table = {("fp", 32): FP, ("direct", 2): direct, ("ts", 2): _plus(DIRECT, [1.0, 1.2, 0.8]),
+             ("ts+pq+kd", 2): _plus(direct, [0.5, 0.9, 0.7, 0.6, 0.8]),
+             ("sp", 2): [None, None, None, 52.0, 53.0, 55.0],
+             ("kd", 2): [None, None, None, None, 55.0, 56.0, 57.0]}  # fmt: skip
+    seeded_runs(tmp_path, table)
+    nets = collect(tmp_path).nets
+    found = {c.text.split(" at ")[0]: c.test for c in claims_of(nets, "resnet20", "digits")}
+    ts = found["ts beats direct"]
+    assert (ts.kind, ts.n) == (PAIRED, (3,)) and ts.why.endswith(
+        "not used: direct W2A2 seed 3, direct W2A2 seed 4"
+    )
+    assert ts.p == pytest.approx(stats.ttest_rel(table[("ts", 2)], DIRECT,
+                                                 alternative="greater").pvalue)  # fmt: skip
+    full = found["ts+pq+kd beats direct"]
+    assert (full.kind, full.n, full.why) == (PAIRED, (5,), "")
+    sp = found["sp beats direct"]  # seeds 3-5 against 0-4 share two: paired on 3 and 4
+    assert (sp.kind, sp.n) == (PAIRED, (2,))
+    kd = found["kd beats direct"]  # one seed in common: Welch on all of both
+    assert (kd.kind, kd.n, kd.why) == (WELCH, (3, 5), "different seeds")
