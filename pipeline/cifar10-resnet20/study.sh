@@ -35,6 +35,9 @@ if [ -n "${LOWBIT_VENV:-}" ]; then PATH="$LOWBIT_VENV/bin:$PATH"; fi
 # that `--save` keeps (STATE_MAX_MB). The order changes no result: every stage starts from
 # the FP networks (quantize-activations from quantize-weights) and seeds its own runs.
 # STUDY_STAGES overrides the order, e.g. small stages first when little time is left.
+# STUDY_BITS trains each stage at those bit-widths only (its plain run, no tagged variant):
+# seeds added to the cells of an inconclusive verdict first (docs/claims.md), e.g.
+#   STUDY_STAGES="direct ts-pq-kd" STUDY_BITS=2 bash study.sh 3
 read -r -a STAGES <<< "${STUDY_STAGES:-ts-pq-kd direct quantize-weights quantize-activations bit-decay stochastic-precision distill}"
 RESULTS=${RESULTS:-results}
 
@@ -96,6 +99,12 @@ for seed in "$@"; do
   mkdir -p "runs/seed$seed"
   if [ "$seed" != 0 ]; then ln -sfn ../seed0/pretrain "runs/seed$seed/pretrain"; fi
   for stage in "${STAGES[@]}"; do
+    if [ -n "${STUDY_BITS:-}" ]; then
+      for bits in $STUDY_BITS; do
+        step "runs/seed$seed/.done-$stage-$bits" lowbit stage "$stage" --bits "$bits" "${sets[@]}"
+      done
+      continue
+    fi
     if [ "$stage" = ts-pq-kd ] && [ ! -f "runs/seed$seed/.done-$stage" ]; then
       # one bit-width a step: a finished one drops its round checkpoints (--all keeps
       # them until both are done), so at most one run's rounds are in flight
