@@ -1,14 +1,15 @@
 """The paper's claims (docs/paper.md §6), checked against our own runs with statistics.
 
 Each claim is a contrast Δ of the seeds' best-epoch top-1 of two or more methods, tested
-one-sided, H1: Δ > margin, with the margin fixed before any data (the MARGIN_* constants;
-docs/claims.md). The test is paired by seed when every method of the claim ran the same
-seeds and each seed's runs start from the same FP network (their init chains end at one
-run), Welch otherwise (lowbit.report.stats). The p values of all the claims of one report
-are Holm-adjusted together and give one of four verdicts: holds, does not hold,
-inconclusive, needs ≥ 2 seeds. A verdict that rests on a run flagged "not converged" (it
-still gained over the last quarter of its final round) or "constant lr" (a round that
-never annealed) says so. Claims:
+one-sided, H1: Δ > margin, with the margin fixed before any data (the MARGIN_*
+constants; docs/claims.md). The test is paired by seed when every method of the claim
+ran the same seeds (or, sharing ≥ 2, on those) and each seed's runs start from the same
+FP network (their init chains end at one run), Welch on every run otherwise
+(lowbit.report.stats). The p values of all the claims of one report are Holm-adjusted
+together and give one of four verdicts: holds, does not hold, inconclusive, needs ≥ 2
+seeds. A verdict that rests on a run flagged "not converged" (it still gained over the
+last quarter of its final round) or "constant lr" (a round that never annealed) says so.
+Claims:
 
 1. every method improves on direct quantization at the same bit-width (one verdict each);
 2. joint KD improves what it is added to (X+kd against X; kd alone against direct);
@@ -55,7 +56,7 @@ INTRO = (
     "before any data, in docs/claims.md), whatever they say: a one-sided t test of the "
     "claim's difference in best-epoch top-1 against its margin, **paired** by seed where "
     "the methods ran from the same FP network (on the seeds every method ran, when some ran "
-    "more), **Welch** where not; p values "
+    "more and ≥ 2 are shared), **Welch** on every run where not; p values "
     "Holm-adjusted over all the claims of this report. **holds**: adjusted p < 0.05; "
     "**does not hold**: the opposite one-sided test's adjusted p < 0.05; **inconclusive**: "
     "neither (beside it, the smallest difference the test could detect with power 0.8); "
@@ -132,13 +133,15 @@ class _Runs:
         # one FP run (a network shared by every seed) is a constant, not an arm to match
         out = pairing.matched(arms, fp if fp is not None and len(arms[fp]) == 1 else None)
         left = [f"{m} {b} seed {s}" for (m, b), o in zip(keys, out, strict=True) for s in sorted(o)]
-        if left:  # paired on the seeds every arm ran
-            arms = [a[~a["seed"].isin(o)] for a, o in zip(arms, out, strict=True)]
-        test = self._test(arms, fp, weights, margin)
-        if left and test.kind == stats.PAIRED:
-            note = f"seeds every arm ran; not used: {', '.join(left)}"
-            test = dataclasses.replace(test, why="; ".join(filter(None, [test.why, note])))
-        return test
+        if left:  # paired on the seeds every arm ran, if they pair at all
+            shared = [a[~a["seed"].isin(o)] for a, o in zip(arms, out, strict=True)]
+            test = self._test(shared, fp, weights, margin)
+            if test.kind == stats.PAIRED:
+                note = f"seeds every arm ran; not used: {', '.join(left)}"
+                return dataclasses.replace(test, why="; ".join(filter(None, [test.why, note])))
+            # Welch uses every run; the reason is why the shared seeds did not pair
+            return dataclasses.replace(self._test(arms, fp, weights, margin), why=test.why)
+        return self._test(arms, fp, weights, margin)
 
     @staticmethod
     def _test(arms: list[pd.DataFrame], fp: int | None, weights: list[float],

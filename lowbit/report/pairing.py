@@ -1,10 +1,11 @@
 """How the arms of a claim pair up: the FP network each run's init chain starts from.
 
-The methods of one seed are paired when they ran the same seeds from the same FP network
-(lowbit.report.claims); a run's start is found by following its init path through the runs
-of its own folder (`fp_roots`). A study that trains its FP networks once and starts every
-seed from them (pipeline/cifar10-resnet20/study.sh) compares against one FP network, whose
-top-1 is then a constant of the test (`shared_fp`).
+The methods of one seed are paired when they ran the same seeds (or on the ≥ 2 they
+share: `matched`) from the same FP network (lowbit.report.claims); a run's start is
+found by following its init path through the runs of its own folder (`fp_roots`). A
+study that trains its FP networks once and starts every seed from them
+(pipeline/cifar10-resnet20/study.sh) compares against one FP network, whose top-1 is
+then a constant of the test (`shared_fp`).
 """
 
 from __future__ import annotations

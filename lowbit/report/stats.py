@@ -5,7 +5,8 @@ top-1 of two or more methods ("SP gives most of the multi-round benefit": SP min
 midpoint of direct and the best multi-round method, w = 1, −½, −½), tested one-sided in
 the claim's direction against a margin fixed before any data: H1: Δ > margin.
 
-- **paired t** when every method ran the same seeds and each seed's runs share that seed's
+- **paired t** when the methods ran the same seeds (or share ≥ 2, on those; lowbit.report.
+  pairing.matched) and each seed's runs share that seed's
   FP network and data (lowbit.report.claims decides): the per-seed contrasts
   c_s = Σ w_i x_{i,s} are one sample, se = sd(c) / √n, df = n − 1. Seed-to-seed variation
   of the FP start and the data subset cancels.

@@ -313,3 +313,15 @@ def test_seeds_added_to_some_cells_keep_the_other_claims_paired(tmp_path: Path) 
     assert (sp.kind, sp.n) == (PAIRED, (2,))
     kd = found["kd beats direct"]  # one seed in common: Welch on all of both
     assert (kd.kind, kd.n, kd.why) == (WELCH, (3, 5), "different seeds")
+
+
+def test_shared_seeds_that_do_not_pair_fall_back_to_welch_on_every_run(tmp_path: Path) -> None:
+    # pq from another FP network, with a fourth seed: no pairing, so nothing is left out
+    table = {("fp", 32): FP, ("direct", 2): DIRECT, ("pq", 2): [53.0, 56.0, 54.0, 55.0]}
+    seeded_runs(tmp_path, table, inits={("pq", 2): "runs/pretrain-clip/model.pt"})
+    nets = collect(tmp_path).nets
+    found = {c.text.split(" at ")[0]: c.test for c in claims_of(nets, "resnet20", "digits")}
+    pq = found["pq beats direct"]
+    assert (pq.kind, pq.n, pq.why) == (WELCH, (4, 3), "different FP starts")
+    ref = stats.ttest_ind(table[("pq", 2)], DIRECT, equal_var=False, alternative="greater")
+    assert pq.p == pytest.approx(ref.pvalue)
