@@ -16,8 +16,10 @@ An archived run is never silently replaced by a different one.
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 from lowbit.checkpoint import atomic_write_bytes, require_writable, unwritable
 from lowbit.errors import ConfigError
@@ -62,16 +64,31 @@ def _experiment_runs(project: Path, runs_rel: str) -> list[Run]:
         if not rev or rev == "workspace":
             continue
         fs = DVCFileSystem(str(project), rev=rev)
-        root = PurePosixPath("/") / runs_rel
-        if not fs.exists(str(root)):
-            continue
-        found = [PurePosixPath(p) for p in fs.find(str(root)) if p.endswith("/metrics.json")]
-
-        def read(p: PurePosixPath, fs: DVCFileSystem = fs) -> bytes | None:
-            return fs.read_bytes(str(p)) if fs.exists(str(p)) else None
-
-        out += _runs(found, root, read)
+        out += _revision_runs(fs, PurePosixPath("/") / runs_rel, row.get("Experiment") or rev)
     return out
+
+
+def _revision_runs(fs: Any, root: PurePosixPath, name: str) -> list[Run]:
+    """The finished runs under `root` at one revision; none, with a warning, when its
+    outputs are not in this DVC cache (a fresh clone holds none of the commit's own)."""
+    from dvc_data.index import DataIndexError
+
+    def read(p: PurePosixPath) -> bytes | None:
+        return fs.read_bytes(str(p)) if fs.exists(str(p)) else None
+
+    try:
+        if not fs.exists(str(root)):
+            return []
+        found = [PurePosixPath(p) for p in fs.find(str(root)) if p.endswith("/metrics.json")]
+        return list(_runs(found, root, read))  # read here, inside the guard
+    except (DataIndexError, FileNotFoundError) as e:
+        warnings.warn(
+            f"{name}: its runs are not in this DVC cache ({type(e).__name__}): not archived; "
+            "`dvc pull` them, or archive where they were trained",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        return []
 
 
 def _target(rel: PurePosixPath, files: dict[str, bytes]) -> PurePosixPath:
