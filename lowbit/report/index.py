@@ -17,6 +17,7 @@ import pandas as pd
 
 from lowbit.report import accounting
 from lowbit.report.claims import INTRO as CLAIMS_INTRO
+from lowbit.report.collect import stack_text
 from lowbit.report.decisions import decisions
 from lowbit.report.plots import Plot
 from lowbit.report.recipes import flat_config
@@ -97,10 +98,9 @@ def provenance(runs: pd.DataFrame) -> str:
 def reproducibility(runs: pd.DataFrame) -> str:
     """What carries: one host kind and software stack (CPU model, SIMD kernels, package
     versions) gives bitwise-equal reruns; another gives numbers within seed noise."""
-    stack = runs["cpu"].astype(str) + " / " + runs.get("cpu_capability", "?").astype(str)
-    stack = stack + " / " + runs["versions"].astype(str)
+    stacks = {stack_text(r) for r in runs.to_dict("records")}
     later = runs.get("resumed_stacks", pd.Series("", index=runs.index)).fillna("").astype(str)
-    n = len(set(stack) | {s for text in later for s in text.split("\n") if s})
+    n = len(stacks | {s for text in later for s in text.split("\n") if s})
     if n <= 1:
         return (
             "reproducibility: every run comes from one kind of host and one software stack; "

@@ -45,8 +45,11 @@ class Origin:
         return cls(path, {"key": key, "provenance": now, "resumed": []}, now, first=True)
 
     def trained_epoch(self) -> None:
-        """Count one epoch this session trained, and save the record at once."""
+        """Count one epoch this session trained, and save the record at once (the first
+        session's record is complete after its first epoch: saved once)."""
         self.epochs += 1
+        if self.first and self.epochs > 1:
+            return
         if not self.first:
             entry = {**{k: self.now.get(k) for k in RESUMED_KEYS}, "epochs": self.epochs}
             kept = self.record["resumed"][: -1 if self.epochs > 1 else None]
